@@ -1,0 +1,110 @@
+"""The `hookbot` command (also `python -m bot`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot import __version__
+from bot.config import ConfigError, Settings, load_settings
+from bot.delivery import Delivery
+from bot.github_webhook import WebhookError, parse_payload
+from bot.logs import setup_logging
+from bot.runtime import Runtime, ensure_webhook_secret, webhook_secrets
+
+log = logging.getLogger("hookbot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hookbot", description="GitHub webhook bot server.")
+    parser.add_argument("--version", action="version", version=f"hookbot {__version__}")
+    parser.add_argument("--config", help="TOML config file (default: $HOOKBOT_CONFIG, else ./hookbot.toml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the webhook server")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+
+    replay = commands.add_parser("replay", help="run the handlers on a saved payload and print what they do")
+    replay.add_argument("file", type=Path, help="a webhook payload (JSON) as GitHub sent it")
+    replay.add_argument("--event", required=True, help="the X-GitHub-Event name, e.g. issues")
+    replay.add_argument("--action", help="override the payload's action, e.g. opened")
+    replay.add_argument("--live", action="store_true", help="really act (default: dry-run)")
+    replay.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    return parser
+
+
+def serve(settings: Settings, host: str | None, port: int | None) -> int:
+    from aiohttp import web
+
+    from bot.server import create_app
+
+    secrets = webhook_secrets(settings)
+    if not secrets:
+        value, created = ensure_webhook_secret(settings.state_dir)
+        if created:
+            print(
+                "hookbot generated a webhook secret (kept in "
+                f"{settings.state_dir / 'webhook-secret'}):\n\n    {value}\n\n"
+                "Paste it into GitHub: repository Settings > Webhooks > Add webhook > Secret,\n"
+                "with Content type application/json and Payload URL http(s)://<this host>/webhook.\n",
+                flush=True,
+            )
+        secrets = [value.encode()]
+    runtime = Runtime.build(settings, secrets_=secrets)
+    if runtime.dispatcher.dry_run:
+        log.info("dry-run: actions are logged, not performed (set GITHUB_TOKEN or a GitHub App to act)")
+    web.run_app(
+        create_app(runtime),
+        host=host or settings.server.host,
+        port=port or settings.server.port,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,
+    )
+    return 0
+
+
+async def replay(settings: Settings, body: bytes, event: str, action: str | None, live: bool) -> int:
+    payload = parse_payload(body, "application/json")
+    if action:
+        payload["action"] = action
+    delivery = Delivery(event=event, delivery_id=f"replay-{uuid.uuid4()}", payload=payload, body=body, source="replay")
+    runtime = Runtime.build(settings, dry_run=not live or settings.effective_dry_run, secrets_=[])
+    try:
+        result = await runtime.dispatcher.dispatch(delivery)
+    finally:
+        await runtime.close()
+    for line in result.actions:
+        print(line)
+    if not result.actions:
+        print(f"no actions for {delivery.describe()}")
+    for outcome in result.outcomes:
+        if outcome.status == "failed":
+            print(f"handler {outcome.handler} failed: {outcome.error}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        settings = load_settings(os.environ, getattr(args, "sub_config", None) or args.config)
+        if args.command == "serve":
+            return serve(settings, args.host, args.port)
+        if args.command == "replay":
+            return asyncio.run(replay(settings, args.file.read_bytes(), args.event, args.action, args.live))
+    except (ConfigError, WebhookError) as exc:
+        print(f"hookbot: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"hookbot: {exc}", file=sys.stderr)
+        return 2
+    return 2

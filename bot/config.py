@@ -1,0 +1,228 @@
+"""Settings from the TOML file and the environment, read once at start into plain typed values.
+
+Only this module (and the CLI that calls it) reads environment variables; handlers get their own config section.
+Precedence: environment variable, then the config file, then the default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_API_URL = "https://api.github.com"
+GITHUB_MAX_BODY = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB.
+
+
+class ConfigError(Exception):
+    """A setting a user got wrong; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class GitHubSettings:
+    webhook_secret: str | None = None
+    previous_secrets: tuple[str, ...] = ()
+    allow_sha1: bool = False
+    token: str | None = None
+    app_id: str | None = None
+    private_key: str | None = None
+    api_url: str = DEFAULT_API_URL
+    bot_login: str | None = None
+    hooks: tuple[str, ...] = ()
+    redeliver_every: str | None = None
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.token or (self.app_id and self.private_key))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = GITHUB_MAX_BODY
+    queue_size: int = 1000
+    workers: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class SnsSettings:
+    topic_arns: tuple[str, ...] = ()
+    require_github_signature: bool = False
+    verify_in_lambda: bool = False
+    max_age_seconds: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeSettings:
+    ttl_seconds: int = 7 * 24 * 3600
+    table: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    topic_arn: str | None = None
+    also_handle: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    github: GitHubSettings = field(default_factory=GitHubSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    sns: SnsSettings = field(default_factory=SnsSettings)
+    dedupe: DedupeSettings = field(default_factory=DedupeSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
+    state_dir: Path = Path(".hookbot")
+    dry_run: bool = False
+    handlers: tuple[str, ...] | None = None  # None: every installed plugin
+    plugin_sections: Mapping[str, Any] = field(default_factory=dict)
+    config_path: Path | None = None
+    aws_endpoint_url: str | None = None
+    aws_endpoint_url_sns: str | None = None
+
+    @property
+    def effective_dry_run(self) -> bool:
+        """Dry-run when asked for, and always when there is nothing to authenticate to GitHub with."""
+        return self.dry_run or not self.github.has_credentials
+
+    def plugin_section(self, name: str) -> Mapping[str, Any]:
+        section = self.plugin_sections.get(name, {})
+        return section if isinstance(section, Mapping) else {}
+
+
+CORE_SECTIONS = {"github", "sns", "server", "dedupe", "relay", "hookbot"}
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+def _bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _strings(value: Any, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ConfigError(f"{name} must be a list of strings, not {value!r}")
+
+
+def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    section = data.get(name, {})
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"[{name}] in the config file must be a table")
+    return section
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (set HOOKBOT_CONFIG or --config)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(env: Mapping[str, str], config_path: str | Path | None = None) -> Settings:
+    """Build Settings from an environment mapping and an optional TOML file (pure apart from reading files)."""
+    path_text = config_path or env.get("HOOKBOT_CONFIG")
+    if path_text:
+        path: Path | None = Path(path_text)
+    else:
+        path = Path("hookbot.toml") if Path("hookbot.toml").is_file() else None
+    data = _read_file(path) if path else {}
+
+    gh = _section(data, "github")
+    private_key = env.get("GITHUB_PRIVATE_KEY") or gh.get("private_key")
+    key_path = env.get("GITHUB_PRIVATE_KEY_PATH") or gh.get("private_key_path")
+    if not private_key and key_path:
+        try:
+            private_key = Path(key_path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read GITHUB_PRIVATE_KEY_PATH {key_path}: {exc.strerror}") from None
+    app_id = env.get("GITHUB_APP_ID") or gh.get("app_id")
+    if bool(app_id) != bool(private_key):
+        raise ConfigError(
+            "GitHub App auth needs both GITHUB_APP_ID and GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH)"
+        )
+    github = GitHubSettings(
+        webhook_secret=env.get("GITHUB_WEBHOOK_SECRET") or gh.get("webhook_secret"),
+        previous_secrets=_strings(gh.get("previous_secrets", []), "[github] previous_secrets"),
+        allow_sha1=_bool(gh.get("allow_sha1", False), "[github] allow_sha1"),
+        token=env.get("GITHUB_TOKEN") or gh.get("token"),
+        app_id=str(app_id) if app_id else None,
+        private_key=private_key,
+        api_url=(env.get("GITHUB_API_URL") or gh.get("api_url") or DEFAULT_API_URL).rstrip("/"),
+        bot_login=gh.get("bot_login"),
+        hooks=_strings(gh.get("hooks", []), "[github] hooks"),
+        redeliver_every=gh.get("redeliver_every"),
+    )
+
+    srv = _section(data, "server")
+    server = ServerSettings(
+        host=str(srv.get("host", "127.0.0.1")),
+        port=_int(srv.get("port", 8080), "[server] port"),
+        max_body_bytes=_int(srv.get("max_body_bytes", GITHUB_MAX_BODY), "[server] max_body_bytes"),
+        queue_size=_int(srv.get("queue_size", 1000), "[server] queue_size"),
+        workers=_int(srv.get("workers", 8), "[server] workers"),
+    )
+
+    sns_data = _section(data, "sns")
+    sns = SnsSettings(
+        topic_arns=_strings(env.get("SNS_TOPIC_ARNS", sns_data.get("topic_arns", [])), "SNS_TOPIC_ARNS"),
+        require_github_signature=_bool(
+            sns_data.get("require_github_signature", False), "[sns] require_github_signature"
+        ),
+        verify_in_lambda=_bool(sns_data.get("verify_in_lambda", False), "[sns] verify_in_lambda"),
+        max_age_seconds=_int(sns_data.get("max_age_seconds", 3600), "[sns] max_age_seconds"),
+    )
+
+    dd = _section(data, "dedupe")
+    dedupe = DedupeSettings(
+        ttl_seconds=_int(dd.get("ttl_seconds", 7 * 24 * 3600), "[dedupe] ttl_seconds"),
+        table=env.get("HOOKBOT_DEDUPE_TABLE") or dd.get("table"),
+    )
+
+    rl = _section(data, "relay")
+    relay = RelaySettings(
+        topic_arn=rl.get("topic_arn"),
+        also_handle=_bool(rl.get("also_handle", False), "[relay] also_handle"),
+    )
+
+    core = _section(data, "hookbot")
+    handlers_value = core.get("handlers", data.get("handlers"))
+    handlers = _strings(handlers_value, "handlers") if handlers_value is not None else None
+    state_dir = env.get("HOOKBOT_STATE_DIR") or core.get("state_dir") or ".hookbot"
+    dry_run = _bool(env.get("HOOKBOT_DRY_RUN", core.get("dry_run", False)), "HOOKBOT_DRY_RUN")
+
+    return Settings(
+        github=github,
+        server=server,
+        sns=sns,
+        dedupe=dedupe,
+        relay=relay,
+        state_dir=Path(state_dir),
+        dry_run=dry_run,
+        handlers=handlers,
+        plugin_sections={k: v for k, v in data.items() if k not in CORE_SECTIONS and isinstance(v, Mapping)},
+        config_path=path,
+        aws_endpoint_url=env.get("AWS_ENDPOINT_URL"),
+        aws_endpoint_url_sns=env.get("AWS_ENDPOINT_URL_SNS"),
+    )

@@ -1,0 +1,53 @@
+"""The one shape every ingress turns a delivery into.
+
+Everything after ingress (dedupe, dispatch, handlers, the inbox) sees only a :class:`Delivery`, so a handler
+cannot tell, and need not care, whether the event came over HTTP, through SNS, from S3 or from a replayed file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Source = Literal["github-http", "sns-http", "lambda-sns", "lambda-s3", "function-url", "replay"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A verified event, ready for dispatch.
+
+    ``body`` keeps the bytes exactly as they arrived, so a relay can forward them with the original HMAC
+    still valid, and an inbox can persist them without re-serialising.
+    """
+
+    event: str
+    delivery_id: str
+    payload: dict[str, Any]
+    body: bytes
+    source: Source
+    received_at: float = field(default_factory=time.time)
+
+    @property
+    def action(self) -> str | None:
+        action = self.payload.get("action")
+        return action if isinstance(action, str) else None
+
+    @property
+    def repository(self) -> str | None:
+        repo = self.payload.get("repository")
+        if isinstance(repo, dict):
+            name = repo.get("full_name")
+            return name if isinstance(name, str) else None
+        return None
+
+    @property
+    def installation_id(self) -> int | None:
+        installation = self.payload.get("installation")
+        if isinstance(installation, dict) and isinstance(installation.get("id"), int):
+            return int(installation["id"])
+        return None
+
+    def describe(self) -> str:
+        """``issues.opened`` style name used in logs and config filters."""
+        return f"{self.event}.{self.action}" if self.action else self.event

@@ -1,0 +1,166 @@
+"""Dispatch: de-duplicate, route to each enabled plugin, isolate failures, log every outcome.
+
+Each plugin's success is remembered under ``<delivery id>/<plugin>``, so when a delivery is retried or
+redelivered after a partial failure only the plugins that failed run again; the delivery as a whole is marked
+done once every plugin has succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gidgethub import sansio
+from gidgethub.routing import Router
+
+from bot.aws import AwsClients
+from bot.context import ActionLog, HandlerContext
+from bot.dedupe import DedupeStore
+from bot.delivery import Delivery
+from bot.github import GitHubClients
+from bot.logs import current_delivery
+from bot.plugins import Plugin
+
+log = logging.getLogger("hookbot.dispatch")
+
+WILDCARD_EVENT = "*"
+
+Status = Literal["ok", "failed", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    handler: str
+    status: Status
+    ms: float
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class DispatchResult:
+    delivery_id: str
+    duplicate: bool = False
+    outcomes: list[Outcome] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.status != "failed" for outcome in self.outcomes)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        plugins: Sequence[Plugin],
+        *,
+        github: GitHubClients,
+        dedupe: DedupeStore,
+        aws: AwsClients,
+        dry_run: bool,
+    ) -> None:
+        self.plugins = list(plugins)
+        self.github = github
+        self.dedupe = dedupe
+        self.aws = aws
+        self.dry_run = dry_run
+
+    async def dispatch(self, delivery: Delivery) -> DispatchResult:
+        """Run every enabled plugin on ``delivery`` once; never raises for a handler's failure."""
+        token = current_delivery.set(delivery.delivery_id)
+        try:
+            result = DispatchResult(delivery.delivery_id)
+            if not await self.dedupe.claim(delivery.delivery_id):
+                result.duplicate = True
+                log.info("delivery already handled or in progress; skipped", extra={"fields": _fields(delivery)})
+                return result
+            actions = ActionLog(dry_run=self.dry_run)
+            event = sansio.Event(delivery.payload, event=delivery.event, delivery_id=delivery.delivery_id)
+            try:
+                gh = await self.github.for_installation(delivery.installation_id, actions)
+                bot_login = await self.github.bot_login()
+            except Exception as exc:
+                await self.dedupe.release(delivery.delivery_id)
+                log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
+                result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
+                return result
+            result.outcomes = list(
+                await asyncio.gather(
+                    *(self._run_plugin(plugin, event, gh, delivery, actions, bot_login) for plugin in self.plugins)
+                )
+            )
+            result.actions = actions.lines
+            if result.ok:
+                await self.dedupe.mark_done(delivery.delivery_id)
+            else:
+                await self.dedupe.release(delivery.delivery_id)
+            return result
+        finally:
+            current_delivery.reset(token)
+
+    async def _run_plugin(
+        self,
+        plugin: Plugin,
+        event: sansio.Event,
+        gh: object,
+        delivery: Delivery,
+        actions: ActionLog,
+        bot_login: str | None,
+    ) -> Outcome:
+        key = f"{delivery.delivery_id}/{plugin.name}"
+        callbacks = callbacks_for(plugin.router, event)
+        if not callbacks or await self.dedupe.is_done(key):
+            return Outcome(plugin.name, "skipped", 0.0)
+        ctx = HandlerContext(
+            delivery=delivery,
+            config=plugin.config,
+            log=logging.getLogger(f"hookbot.handlers.{plugin.name}"),
+            dry_run=self.dry_run,
+            aws=self.aws,
+            actions=actions,
+            bot_login=bot_login,
+        )
+        started = time.perf_counter()
+        try:
+            for callback in callbacks:
+                await callback(event, gh, ctx)
+        except Exception as exc:
+            outcome = Outcome(plugin.name, "failed", _ms(started), f"{type(exc).__name__}: {exc}")
+            log.warning("handler failed", exc_info=True, extra={"fields": _fields(delivery, outcome)})
+            return outcome
+        outcome = Outcome(plugin.name, "ok", _ms(started))
+        await self.dedupe.mark_done(key)
+        log.info("handler finished", extra={"fields": _fields(delivery, outcome)})
+        return outcome
+
+
+def callbacks_for(router: Router, event: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
+    """The router's callbacks for this event, plus those registered for ``"*"`` (every event, e.g. audit).
+
+    Sorted by name so that a plugin's handlers run in a stable order (gidgethub returns a set).
+    """
+    every = sansio.Event(event.data, event=WILDCARD_EVENT, delivery_id=event.delivery_id)
+    found = router.fetch(event) | router.fetch(every)
+    return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _fields(delivery: Delivery, outcome: Outcome | None = None) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "delivery": delivery.delivery_id,
+        "event": delivery.event,
+        "action": delivery.action,
+        "repository": delivery.repository,
+        "source": delivery.source,
+    }
+    if outcome is not None:
+        fields.update(handler=outcome.handler, outcome=outcome.status, ms=outcome.ms)
+        if outcome.error:
+            fields["error"] = outcome.error
+    return fields

@@ -1,0 +1,69 @@
+"""Wires settings into the long-lived parts every entry point shares: plugins, GitHub clients, dedupe, dispatch."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.aws import AwsClients
+from bot.config import Settings
+from bot.dedupe import MemoryDedupeStore
+from bot.dispatch import Dispatcher
+from bot.github import GitHubClients
+from bot.plugins import load_plugins
+
+log = logging.getLogger("hookbot")
+
+SECRET_FILE = "webhook-secret"  # noqa: S105 - a file name, not a secret
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    dispatcher: Dispatcher
+    github: GitHubClients
+    secrets: list[bytes]
+
+    @classmethod
+    def build(cls, settings: Settings, *, dry_run: bool | None = None, secrets_: list[bytes] | None = None) -> Runtime:
+        effective_dry_run = settings.effective_dry_run if dry_run is None else dry_run
+        github = GitHubClients(settings.github, dry_run=effective_dry_run)
+        dispatcher = Dispatcher(
+            load_plugins(settings.handlers, settings.plugin_sections),
+            github=github,
+            dedupe=MemoryDedupeStore(ttl_seconds=settings.dedupe.ttl_seconds),
+            aws=AwsClients(),
+            dry_run=effective_dry_run,
+        )
+        return cls(settings, dispatcher, github, secrets_ if secrets_ is not None else webhook_secrets(settings))
+
+    async def close(self) -> None:
+        await self.github.close()
+
+
+def webhook_secrets(settings: Settings) -> list[bytes]:
+    """The current secret first, then the previous ones still accepted during a rotation."""
+    current = settings.github.webhook_secret
+    values = [current] if current else []
+    values.extend(settings.github.previous_secrets)
+    return [value.encode() for value in values]
+
+
+def ensure_webhook_secret(state_dir: Path) -> tuple[str, bool]:
+    """Read the generated secret from the state dir, making one on first start; True when it is new.
+
+    hookbot never runs unauthenticated: with no secret configured it makes a strong one and keeps it, so
+    restarts keep accepting the deliveries GitHub signs with it.
+    """
+    path = state_dir / SECRET_FILE
+    if path.is_file():
+        return path.read_text().strip(), False
+    state_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value, True

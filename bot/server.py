@@ -1,0 +1,152 @@
+"""The container's HTTP ingress: a thin aiohttp adapter over the pure checks in bot.github_webhook.
+
+It verifies, builds a Delivery, hands it to the inbox and answers at once; it holds no business logic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bot import __version__
+from bot.delivery import Delivery
+from bot.dispatch import DispatchResult
+from bot.github_webhook import WebhookError, delivery_from_github, verify_signature
+from bot.inbox import Inbox, MemoryInbox
+from bot.metrics import DELIVERIES, HANDLER_SECONDS, INBOX_PENDING, REGISTRY
+from bot.runtime import Runtime
+
+log = logging.getLogger("hookbot.server")
+
+RUNTIME = web.AppKey("runtime", Runtime)
+INBOX = web.AppKey("inbox", Inbox)
+STARTED = web.AppKey("started", float)
+RETRY_AFTER_SECONDS = "5"
+
+
+def refuse(status: int, reason: str, request: web.Request) -> web.Response:
+    """One log line and a short plain answer for every refusal."""
+    log.warning(
+        "refused delivery: %s",
+        reason,
+        extra={
+            "fields": {
+                "status": status,
+                "remote": request.remote,
+                "event": request.headers.get("X-GitHub-Event"),
+                "github_delivery": request.headers.get("X-GitHub-Delivery"),
+            }
+        },
+    )
+    DELIVERIES.labels(request.headers.get("X-GitHub-Event") or "-", f"refused-{status}").inc()
+    return web.json_response({"error": reason}, status=status)
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    settings = runtime.settings
+    if request.content_length is not None and request.content_length > settings.server.max_body_bytes:
+        return refuse(
+            413, f"body of {request.content_length} bytes is over the {settings.server.max_body_bytes} limit", request
+        )
+    signature_256 = request.headers.get("X-Hub-Signature-256")
+    signature_sha1 = request.headers.get("X-Hub-Signature")
+    if not signature_256 and not signature_sha1:
+        return refuse(401, "X-Hub-Signature-256 header is missing", request)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return refuse(413, f"body is over the {settings.server.max_body_bytes} byte limit", request)
+    try:
+        verify_signature(
+            body,
+            signature_256=signature_256,
+            signature_sha1=signature_sha1,
+            secrets=runtime.secrets,
+            allow_sha1=settings.github.allow_sha1,
+        )
+        delivery = delivery_from_github(
+            body,
+            event=request.headers.get("X-GitHub-Event"),
+            delivery_id=request.headers.get("X-GitHub-Delivery"),
+            content_type=request.headers.get("Content-Type"),
+            source="github-http",
+        )
+    except WebhookError as exc:
+        return refuse(exc.status, exc.reason, request)
+    return await accept(request, delivery)
+
+
+async def accept(request: web.Request, delivery: Delivery) -> web.Response:
+    """Answer a verified delivery: 200 for ping and repeats, 202 once queued, 503 when the inbox is full."""
+    runtime = request.app[RUNTIME]
+    inbox = request.app[INBOX]
+    if delivery.event == "ping":
+        DELIVERIES.labels("ping", "pong").inc()
+        return web.json_response({"ok": True, "zen": delivery.payload.get("zen")})
+    if await runtime.dispatcher.dedupe.is_done(delivery.delivery_id):
+        DELIVERIES.labels(delivery.event, "duplicate").inc()
+        log.info("delivery %s was already handled", delivery.delivery_id)
+        return web.json_response({"delivery": delivery.delivery_id, "status": "already handled"})
+    if not await inbox.submit(delivery):
+        DELIVERIES.labels(delivery.event, "refused-503").inc()
+        log.warning("inbox full (%d pending); asking GitHub to retry later", inbox.pending)
+        return web.json_response(
+            {"error": "busy, retry later"}, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS}
+        )
+    DELIVERIES.labels(delivery.event, "accepted").inc()
+    INBOX_PENDING.set(inbox.pending)
+    return web.json_response({"delivery": delivery.delivery_id, "status": "accepted"}, status=202)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    inbox = request.app[INBOX]
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "pending": inbox.pending,
+            "uptime_seconds": round(time.monotonic() - request.app[STARTED], 1),
+            "dry_run": request.app[RUNTIME].dispatcher.dry_run,
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    INBOX_PENDING.set(request.app[INBOX].pending)
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def make_processor(runtime: Runtime):  # type: ignore[no-untyped-def]
+    async def process(delivery: Delivery) -> DispatchResult:
+        result = await runtime.dispatcher.dispatch(delivery)
+        for outcome in result.outcomes:
+            HANDLER_SECONDS.labels(outcome.handler, outcome.status).observe(outcome.ms / 1000)
+        return result
+
+    return process
+
+
+def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
+    settings = runtime.settings
+    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app[RUNTIME] = runtime
+    app[INBOX] = inbox or MemoryInbox(
+        make_processor(runtime), capacity=settings.server.queue_size, workers=settings.server.workers
+    )
+    app[STARTED] = time.monotonic()
+    app.router.add_post("/webhook", receive_webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await app[INBOX].start()
+        yield
+        await app[INBOX].stop(grace=25.0)
+        await runtime.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,41 @@
+"""Small helpers shared by the tests: fixture files, signed GitHub requests, settings."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings, load_settings
+from bot.github_webhook import sign
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SECRET = "test-webhook-secret"
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def github_headers(
+    body: bytes, event: str, *, secret: str = SECRET, delivery_id: str | None = None, **extra: str
+) -> dict[str, str]:
+    """Headers as GitHub sends them for a JSON delivery signed with ``secret``."""
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery_id or str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(body, secret.encode()),
+        "User-Agent": "GitHub-Hookshot/test",
+    }
+    headers.update(extra)
+    return headers
+
+
+def make_settings(tmp_path: Path, config: str = "", **env: Any) -> Settings:
+    """Settings from a TOML snippet and environment values, isolated under ``tmp_path``."""
+    path = tmp_path / "hookbot.toml"
+    path.write_text(config)
+    environment = {"HOOKBOT_STATE_DIR": str(tmp_path / "state"), "GITHUB_WEBHOOK_SECRET": SECRET}
+    environment.update({key: str(value) for key, value in env.items()})
+    return load_settings(environment, path)
