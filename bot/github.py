@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,7 @@ from bot.config import GitHubSettings
 from bot.context import ActionLog
 
 TOKEN_REFRESH_MARGIN = 300.0  # renew an installation token this many seconds before it expires
+HIDDEN_MARKER = re.compile(r"\s*<!-- hookbot:[\w.-]+ -->")  # the idempotency markers handlers put in comments
 
 
 class UntrustedURLError(Exception):
@@ -50,7 +52,8 @@ def describe_request(method: str, path: str, body: bytes) -> str:
         and segments[5] == "comments"
         and isinstance(data, dict)
     ):
-        return f"comment on {segments[1]}/{segments[2]}#{segments[4]}: {data.get('body', '')}"
+        text = HIDDEN_MARKER.sub("", str(data.get("body", ""))).strip()
+        return f"comment on {segments[1]}/{segments[2]}#{segments[4]}: {text}"
     summary = orjson.dumps(data).decode() if data else ""
     return f"{method} {path} {summary}".rstrip()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,7 +16,7 @@ from bot import __version__
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult
 from bot.github_webhook import WebhookError, delivery_from_github, verify_signature
-from bot.inbox import Inbox, MemoryInbox
+from bot.inbox import Inbox, MemoryInbox, Processor
 from bot.metrics import DELIVERIES, HANDLER_SECONDS, INBOX_PENDING, REGISTRY
 from bot.runtime import Runtime
 
@@ -120,7 +121,9 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def make_processor(runtime: Runtime):  # type: ignore[no-untyped-def]
+def make_processor(runtime: Runtime) -> Processor:
+    """What an inbox worker does with a delivery: dispatch it and record each handler's time."""
+
     async def process(delivery: Delivery) -> DispatchResult:
         result = await runtime.dispatcher.dispatch(delivery)
         for outcome in result.outcomes:
@@ -142,7 +145,7 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 
-    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[INBOX].start()
         yield
         await app[INBOX].stop(grace=25.0)

