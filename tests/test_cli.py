@@ -72,8 +72,14 @@ def test_bad_config_is_one_clear_line(clean_env: dict[str, str], tmp_path: Path)
     config = tmp_path / "bot.toml"
     config.write_text('[greeter]\nissue_comment = "Hi {autor}"\n')
     result = run_hookbot(
-        "--config", str(config), "replay", str(FIXTURES / "github/ping.json"), "--event", "ping",
-        env=clean_env, cwd=tmp_path,
+        "--config",
+        str(config),
+        "replay",
+        str(FIXTURES / "github/ping.json"),
+        "--event",
+        "ping",
+        env=clean_env,
+        cwd=tmp_path,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("hookbot: [greeter] config is not valid")

@@ -34,7 +34,9 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
 
 
 def test_plugin_sections_and_enabled_handlers(tmp_path: Path) -> None:
-    path = write(tmp_path, '[hookbot]\nhandlers = ["greeter"]\n[greeter]\nissue_comment = "hi"\n[server]\nport = 9000\n')
+    path = write(
+        tmp_path, '[hookbot]\nhandlers = ["greeter"]\n[greeter]\nissue_comment = "hi"\n[server]\nport = 9000\n'
+    )
     settings = load_settings({}, path)
     assert settings.handlers == ("greeter",)
     assert settings.plugin_section("greeter") == {"issue_comment": "hi"}

@@ -58,8 +58,9 @@ def test_no_secret_refuses_everything() -> None:
 
 def test_uppercase_hex_signature_is_accepted() -> None:
     body = b"{}"
-    verify_signature(body, signature_256=sign(body, b"s").upper().replace("SHA256=", "sha256="),
-                     signature_sha1=None, secrets=[b"s"])
+    verify_signature(
+        body, signature_256=sign(body, b"s").upper().replace("SHA256=", "sha256="), signature_sha1=None, secrets=[b"s"]
+    )
 
 
 def test_delivery_keeps_the_exact_body_and_reads_the_action() -> None:
@@ -69,7 +70,9 @@ def test_delivery_keeps_the_exact_body_and_reads_the_action() -> None:
     )
     assert delivery.body is body
     assert (delivery.action, delivery.repository, delivery.describe()) == (
-        "opened", "Codertocat/Hello-World", "issues.opened",
+        "opened",
+        "Codertocat/Hello-World",
+        "issues.opened",
     )
 
 

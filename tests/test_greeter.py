@@ -36,9 +36,7 @@ async def test_pull_request_opened_gets_its_own_greeting(runtime: Runtime, fake_
     assert body == f"Thanks for the pull request, @Codertocat! A maintainer will review it soon.\n\n{MARKER}"
 
 
-@pytest.mark.parametrize(
-    "sender", [{"login": "dependabot[bot]", "type": "Bot"}, {"login": BOT_LOGIN, "type": "User"}]
-)
+@pytest.mark.parametrize("sender", [{"login": "dependabot[bot]", "type": "Bot"}, {"login": BOT_LOGIN, "type": "User"}])
 async def test_bots_and_the_bot_itself_are_never_answered(
     runtime: Runtime, fake_github: tuple[FakeGitHub, str], sender: dict[str, str]
 ) -> None:

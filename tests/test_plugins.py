@@ -25,7 +25,7 @@ def test_config_section_reaches_the_plugin_through_configure() -> None:
 
 
 def test_unknown_plugin_is_a_config_error_naming_the_installed_ones() -> None:
-    with pytest.raises(ConfigError, match="'nope' is enabled in config but not installed; installed: .*greeter"):
+    with pytest.raises(ConfigError, match=r"'nope' is enabled in config but not installed; installed: .*greeter"):
         load_plugins(["nope"], {})
 
 
