@@ -61,10 +61,13 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
     runtime = Runtime.build(settings, secrets_=secrets)
     if runtime.dispatcher.dry_run:
         log.info("dry-run: actions are logged, not performed (set GITHUB_TOKEN or a GitHub App to act)")
+    host = host or settings.server.host
+    port = port or settings.server.port
+    log.info("listening on http://%s:%d (POST /webhook, GET /healthz, GET /metrics)", host, port)
     web.run_app(
         create_app(runtime),
-        host=host or settings.server.host,
-        port=port or settings.server.port,
+        host=host,
+        port=port,
         print=None,
         access_log=None,
         handler_cancellation=True,
