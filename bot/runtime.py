@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.aws import AwsClients
@@ -14,6 +14,9 @@ from bot.dedupe import MemoryDedupeStore
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
 from bot.plugins import load_plugins
+from bot.relay import Relay
+from bot.sns import SnsVerifier
+from bot.sns_fetch import SnsFetcher
 
 log = logging.getLogger("hookbot")
 
@@ -26,22 +29,35 @@ class Runtime:
     dispatcher: Dispatcher
     github: GitHubClients
     secrets: list[bytes]
+    sns_verifier: SnsVerifier = field(default_factory=lambda: SnsVerifier(frozenset()))
+    sns_fetcher: SnsFetcher = field(default_factory=SnsFetcher)
+    relay: Relay | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, dry_run: bool | None = None, secrets_: list[bytes] | None = None) -> Runtime:
         effective_dry_run = settings.effective_dry_run if dry_run is None else dry_run
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
+        aws = AwsClients()
         dispatcher = Dispatcher(
             load_plugins(settings.handlers, settings.plugin_sections),
             github=github,
             dedupe=MemoryDedupeStore(ttl_seconds=settings.dedupe.ttl_seconds),
-            aws=AwsClients(),
+            aws=aws,
             dry_run=effective_dry_run,
         )
-        return cls(settings, dispatcher, github, secrets_ if secrets_ is not None else webhook_secrets(settings))
+        secrets = secrets_ if secrets_ is not None else webhook_secrets(settings)
+        verifier = SnsVerifier.build(
+            settings.sns.topic_arns,
+            emulator_urls=(settings.aws_endpoint_url_sns, settings.aws_endpoint_url),
+            max_age_seconds=settings.sns.max_age_seconds,
+        )
+        relay = Relay(settings.relay.topic_arn, aws, secrets=secrets) if settings.relay.topic_arn else None
+        return cls(settings, dispatcher, github, secrets, verifier, SnsFetcher(), relay)
 
     async def close(self) -> None:
+        """Close what is bound to the running event loop; caches (tokens, certificates) are kept for the next."""
         await self.github.close()
+        await self.sns_fetcher.close()
 
 
 def webhook_secrets(settings: Settings) -> list[bytes]:

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,7 +19,11 @@ from bot.dispatch import DispatchResult
 from bot.github_webhook import WebhookError, delivery_from_github, verify_signature
 from bot.inbox import Inbox, MemoryInbox, Processor
 from bot.metrics import DELIVERIES, HANDLER_SECONDS, INBOX_PENDING, REGISTRY
+from bot.relay import RelayError
 from bot.runtime import Runtime
+from bot.sns import SUBSCRIPTION_CONFIRMATION, UNSUBSCRIBE_CONFIRMATION, SnsError
+from bot.sns_delivery import deliveries_from_notification
+from bot.sns_fetch import verified_message
 
 log = logging.getLogger("hookbot.server")
 
@@ -78,7 +83,61 @@ async def receive_webhook(request: web.Request) -> web.Response:
         )
     except WebhookError as exc:
         return refuse(exc.status, exc.reason, request)
-    return await accept(request, delivery)
+    return await relay_or_accept(request, delivery, signature_256)
+
+
+async def relay_or_accept(request: web.Request, delivery: Delivery, signature_256: str | None) -> web.Response:
+    """With ``[relay] topic_arn``, publish the verified delivery to SNS instead of (or besides) handling it."""
+    runtime = request.app[RUNTIME]
+    if runtime.relay is None or delivery.event == "ping":
+        return await accept(request, delivery)
+    try:
+        message_id = await runtime.relay.publish(delivery, signature_256)
+    except RelayError as exc:
+        return refuse(exc.status, exc.reason, request)
+    DELIVERIES.labels(delivery.event, "relayed").inc()
+    if runtime.settings.relay.also_handle:
+        return await accept(request, delivery)
+    return web.json_response({"delivery": delivery.delivery_id, "status": "relayed", "sns_message_id": message_id})
+
+
+async def receive_sns(request: web.Request) -> web.Response:
+    """SNS HTTP(S) subscription messages: verified in full, then confirmed, logged or accepted as deliveries."""
+    runtime = request.app[RUNTIME]
+    settings = runtime.settings
+    if request.content_length is not None and request.content_length > settings.server.max_body_bytes:
+        return refuse(413, f"SNS body of {request.content_length} bytes is over the limit", request)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return refuse(413, f"SNS body is over the {settings.server.max_body_bytes} byte limit", request)
+    try:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise SnsError(400, "SNS body is not JSON") from None
+        message = await verified_message(document, runtime.sns_verifier, runtime.sns_fetcher)
+        if message.type == SUBSCRIPTION_CONFIRMATION:
+            await runtime.sns_fetcher.confirm_subscription(message)
+            log.info("confirmed SNS subscription", extra={"fields": {"topic": message.topic_arn}})
+            return web.json_response({"status": "subscribed", "topic": message.topic_arn})
+        if message.type == UNSUBSCRIBE_CONFIRMATION:
+            log.info("SNS unsubscribed this endpoint; not acted on", extra={"fields": {"topic": message.topic_arn}})
+            return web.json_response({"status": "noted", "topic": message.topic_arn})
+        deliveries = deliveries_from_notification(
+            message,
+            secrets=runtime.secrets,
+            require_github_signature=settings.sns.require_github_signature,
+            source="sns-http",
+        )
+    except (SnsError, WebhookError) as exc:
+        return refuse(exc.status, exc.reason, request)
+    answers = [await accept(request, delivery) for delivery in deliveries]
+    # SNS retries anything but 2xx: one 503 asks for the whole message again, and dedupe skips what was taken.
+    busy = [answer for answer in answers if answer.status == 503]
+    if busy or len(answers) == 1:
+        return (busy or answers)[0]
+    return web.json_response({"deliveries": [d.delivery_id for d in deliveries], "status": "accepted"}, status=202)
 
 
 async def accept(request: web.Request, delivery: Delivery) -> web.Response:
@@ -142,6 +201,7 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     )
     app[STARTED] = time.monotonic()
     app.router.add_post("/webhook", receive_webhook)
+    app.router.add_post("/sns", receive_sns)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
 

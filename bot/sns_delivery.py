@@ -1,0 +1,120 @@
+"""An SNS Notification turned into Deliveries: pure logic shared by ``POST /sns`` and the Lambda entry.
+
+A Notification carries one of three things:
+
+- a GitHub delivery as the relay publishes it: ``Message`` is GitHub's body exactly, and the String message
+  attributes ``X-GitHub-Event``, ``X-GitHub-Delivery`` and ``X-Hub-Signature-256`` are GitHub's headers, so the
+  HMAC is checked here end to end (required when ``[sns] require_github_signature = true``). Message attributes
+  are not covered by the SNS signature; the HMAC is what makes the event name and id trustworthy;
+- a legacy GitHub message without attributes (GitHub's old "Amazon SNS" service): trusted on the SNS signature
+  alone, the event told from the payload's shape;
+- an S3 event notification: one Delivery per record (see :mod:`bot.s3_events`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from bot.delivery import Delivery, Source
+from bot.github_webhook import WebhookError, delivery_from_github, verify_signature
+from bot.s3_events import deliveries_from_s3_notification, is_s3_notification
+from bot.sns import NOTIFICATION, SnsMessage
+
+EVENT_ATTRIBUTE = "X-GitHub-Event"
+DELIVERY_ATTRIBUTE = "X-GitHub-Delivery"
+SIGNATURE_ATTRIBUTE = "X-Hub-Signature-256"
+GITHUB_ATTRIBUTES = (EVENT_ATTRIBUTE, DELIVERY_ATTRIBUTE, SIGNATURE_ATTRIBUTE)
+
+# Keys that name the event of a payload that arrived without its X-GitHub-Event header, checked in this order
+# (a more specific shape before a general one: a comment on an issue also has an "issue").
+_SHAPES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ping", ("zen", "hook_id")),
+    ("push", ("pusher",)),
+    ("issue_comment", ("issue", "comment")),
+    ("pull_request_review_comment", ("pull_request", "comment")),
+    ("pull_request_review", ("pull_request", "review")),
+    ("pull_request", ("pull_request",)),
+    ("issues", ("issue",)),
+    ("create", ("ref_type", "master_branch")),
+    ("delete", ("ref_type", "pusher_type")),
+    ("release", ("release",)),
+    ("fork", ("forkee",)),
+    ("check_run", ("check_run",)),
+    ("check_suite", ("check_suite",)),
+    ("workflow_run", ("workflow_run",)),
+    ("workflow_job", ("workflow_job",)),
+    ("deployment_status", ("deployment_status",)),
+    ("deployment", ("deployment",)),
+    ("status", ("sha", "state", "context")),
+    ("gollum", ("pages",)),
+    ("member", ("member",)),
+    ("installation_repositories", ("installation", "repositories_added")),
+)
+
+
+def event_from_payload(payload: Mapping[str, Any]) -> str | None:
+    """The GitHub event a payload is, told from its keys; None when the shape is not one known here."""
+    for event, keys in _SHAPES:
+        if all(key in payload for key in keys):
+            return event
+    if "installation" in payload and "repository" not in payload and "sender" in payload:
+        return "installation"
+    return None
+
+
+def _github_body_type(body: bytes) -> str:
+    """GitHub sends JSON or a ``payload=`` form; SNS carries no Content-Type, so the body says which."""
+    return "application/x-www-form-urlencoded" if body.startswith(b"payload=") else "application/json"
+
+
+def deliveries_from_notification(
+    message: SnsMessage,
+    *,
+    secrets: Sequence[bytes],
+    require_github_signature: bool,
+    source: Source,
+) -> list[Delivery]:
+    """The Deliveries an SNS Notification (already SNS-verified, or from Lambda's trusted invoke) carries.
+
+    Raises :class:`WebhookError`: 401 for a GitHub HMAC that fails or is required and missing, 400 for a Message
+    that is none of the three shapes. An S3 test event (sent when a bucket's notifications are set up) is
+    an empty list: nothing to do.
+    """
+    if message.type != NOTIFICATION:
+        raise WebhookError(400, f"SNS {message.type} is not a Notification")
+    body = message.message.encode("utf-8")
+    attributes = message.attributes
+    if EVENT_ATTRIBUTE in attributes or SIGNATURE_ATTRIBUTE in attributes:
+        signature = attributes.get(SIGNATURE_ATTRIBUTE)
+        if signature or require_github_signature:
+            verify_signature(body, signature_256=signature, signature_sha1=None, secrets=secrets)
+        return [
+            delivery_from_github(
+                body,
+                event=attributes.get(EVENT_ATTRIBUTE),
+                delivery_id=attributes.get(DELIVERY_ATTRIBUTE),
+                content_type=_github_body_type(body),
+                source=source,
+            )
+        ]
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise WebhookError(400, "SNS Message is not JSON: neither a GitHub delivery nor an S3 notification") from None
+    if isinstance(document, dict) and document.get("Event") == "s3:TestEvent":
+        return []
+    if is_s3_notification(document):
+        return deliveries_from_s3_notification(document, source=source)
+    if not isinstance(document, dict):
+        raise WebhookError(400, "SNS Message is JSON but not an object")
+    event = event_from_payload(document)
+    if event is None:
+        raise WebhookError(400, "SNS Message has no X-GitHub-Event attribute and its payload shape is not known")
+    if require_github_signature:
+        raise WebhookError(
+            401, "SNS Message has no X-Hub-Signature-256 attribute and [sns] require_github_signature is true"
+        )
+    return [Delivery(event=event, delivery_id=f"sns-{message.message_id}", payload=document, body=body, source=source)]
