@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 from gidgethub import aiohttp as gh_aiohttp
-from gidgethub import apps
 
 from bot import USER_AGENT
 from bot.config import GitHubSettings
@@ -143,6 +142,9 @@ class GitHubClients:
                 return cached[0]
             assert self.settings.app_id and self.settings.private_key
             app_client = HookbotGitHubAPI(self.session(), actions=ActionLog(), base_url=self.settings.api_url)
+            # Lazy: gidgethub.apps imports PyJWT and cryptography, which token and dry-run setups never need.
+            from gidgethub import apps
+
             response = await apps.get_installation_access_token(
                 app_client,
                 installation_id=str(installation_id),

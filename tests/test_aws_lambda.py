@@ -289,3 +289,11 @@ def make_settings_with(runtime: Runtime, **sns: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(runtime.settings, sns=dataclasses.replace(runtime.settings.sns, **sns))
+
+
+def test_importing_the_entry_loads_no_heavy_dependency() -> None:
+    """A cold start pays for these only when a code path needs them (measured: see README)."""
+    heavy = ("boto3", "botocore", "cryptography", "aiohttp", "gidgethub")
+    code = f"import sys, bot.aws_lambda; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert loaded.stdout.strip() == "[]"
