@@ -534,3 +534,11 @@ async def test_post_sns_refusals_log_one_line(
     assert response.status == status
     assert len([r for r in caplog.records if r.name == "hookbot.server"]) == 1
     assert fake.requests == []
+
+
+def test_recorded_messages_are_stale_by_todays_clock() -> None:
+    document = recorded("sns/http-notification.sigv2.json")
+    get = CountingGet(fixture_certificates())
+    with pytest.raises(SnsError, match="older than") as caught:
+        check(document, SnsVerifier.build([document["TopicArn"]]), get)
+    assert caught.value.status == 401 and get.fetched == []
