@@ -72,8 +72,12 @@ class SnsFetcher:
                 raise aiohttp.ClientResponseError(
                     response.request_info, (), status=response.status, message=response.reason or ""
                 )
-            body = await response.content.read(MAX_CERTIFICATE_BYTES + 1)
-            return body
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(16 * 1024):
+                body += chunk
+                if len(body) > MAX_CERTIFICATE_BYTES:
+                    break  # enough to know it is too big; the caller refuses it
+            return bytes(body)
 
     async def certificate(self, url: str) -> bytes:
         """The PEM at ``url`` (already checked by :meth:`SnsVerifier.precheck`), from the cache when fresh."""

@@ -446,6 +446,8 @@ async def sns_bot(
         visits.append(request.path_qs)
         if request.path == "/cert.pem":
             return web.Response(body=signer.pem)
+        if request.path == "/big.pem":
+            return web.Response(body=b"-" * 100_000)
         if request.path == "/moved.pem":
             raise web.HTTPFound("https://evil.example/cert.pem")
         return web.Response(text="<ConfirmSubscriptionResponse/>")
@@ -509,6 +511,11 @@ async def test_post_sns_does_not_follow_a_certificate_redirect(sns_bot: SnsBot, 
     document = signer.sign(notification(ISSUE_OPENED, cert_url=f"{origin}/moved.pem"))
     assert (await client.post("/sns", data=orjson.dumps(document))).status == 503
     assert visits == ["/moved.pem"]
+
+
+async def test_post_sns_refuses_an_oversized_certificate(sns_bot: SnsBot, signer: Signer) -> None:
+    document = signer.sign(notification(ISSUE_OPENED, cert_url=f"{sns_bot.origin}/big.pem"))
+    assert (await sns_bot.client.post("/sns", data=orjson.dumps(document))).status == 403
 
 
 @pytest.mark.parametrize(
