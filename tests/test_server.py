@@ -152,8 +152,13 @@ async def test_sha1_only_is_refused_by_default(bot_client: tuple[TestClient, Fak
 
 @pytest.mark.parametrize(
     ("body", "content_type"),
-    [(b"not json", "application/json"), (b"[1, 2]", "application/json"), (b"\xff\xfe", "application/json"),
-     (b"payload=", "application/x-www-form-urlencoded"), (b"{}", "text/plain")],
+    [
+        (b"not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b"\xff\xfe", "application/json"),
+        (b"payload=", "application/x-www-form-urlencoded"),
+        (b"{}", "text/plain"),
+    ],
 )
 async def test_bad_payloads_are_400(bot_client: tuple[TestClient, FakeGitHub], body: bytes, content_type: str) -> None:
     client, _ = bot_client
