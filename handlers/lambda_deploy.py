@@ -158,7 +158,8 @@ def _push_rule(raw: Mapping[str, Any], index: int) -> PushRule:
         raise ValueError(f"{where} source must be \"s3\" or \"repository\", not {source!r}")
     parse_s3_url(data["artifact"])
     _check_template(data["artifact"], PUSH_PLACEHOLDERS, f"{where} artifact")
-    _check_template(data["function"], PUSH_PLACEHOLDERS, f"{where} function")
+    # No {sha} in a function name: a rollback or a /deploy must find the same function for every commit.
+    _check_template(data["function"], PUSH_PLACEHOLDERS - {"sha", "short_sha"}, f"{where} function")
     if source == "repository" and not _placeholders(data["artifact"]) & {"sha", "short_sha"}:
         raise ValueError(f"{where} with source = \"repository\" needs {{sha}} in artifact, so each commit has its key")
     data["alias"] = _check_alias(data.get("alias"), where)
@@ -649,6 +650,9 @@ async def deploy_commit(
         ctx.log.warning("deploying %s to %s failed: %s", sha[:7], function, exc)
         await deployment.status("failure", str(exc))
         return f"Could not deploy `{sha[:7]}` to `{function}`: {exc}."
+    except Exception as exc:  # a bug or an outage: say so on GitHub, then let dispatch log and count it
+        await deployment.status("error", f"hookbot failed: {type(exc).__name__}")
+        raise
     if deployed is None:
         return f"Would deploy `{sha[:7]}` to `{function}` (dry-run)."
     alias_text = f", alias `{deployed.alias}`" if deployed.alias else ""
@@ -766,15 +770,19 @@ def parse_command(body: str) -> Command | None:
     return Command("usage")
 
 
-async def permission_of(gh: GitHubAPI, repository: str, user: str) -> str:
-    """The commenter's role on the repository, asked from GitHub rather than trusted from the payload."""
+async def permission_of(gh: GitHubAPI, repository: str, user: str) -> tuple[bool, str]:
+    """Whether the commenter may deploy, and their role, asked from GitHub rather than trusted from the payload.
+
+    ``role_name`` tells maintain from write; ``permission`` (admin/write/read/none) also covers custom roles.
+    """
     try:
         found = await gh.getitem(f"/repos/{repository}/collaborators/{user}/permission")
     except gidgethub.BadRequest:
-        return "none"
+        return False, "none"
     if not isinstance(found, dict):
-        return "none"
-    return str(found.get("role_name") or found.get("permission") or "none")
+        return False, "unknown"
+    role, permission = str(found.get("role_name") or ""), str(found.get("permission") or "none")
+    return role in WRITE_PERMISSIONS or permission in WRITE_PERMISSIONS, role or permission
 
 
 async def reply(gh: GitHubAPI, repository: str, number: int, text: str) -> None:
@@ -783,11 +791,14 @@ async def reply(gh: GitHubAPI, repository: str, number: int, text: str) -> None:
 
 def _pick_rules(rules: list[PushRule], function: str | None, repository: str) -> list[PushRule] | str:
     """The one rule a command is about, or the reason there is not exactly one."""
+    def name(rule: PushRule) -> str:
+        return rule.function.format(**_values(repository, "", rule.branch))
+
     if function is not None:
-        rules = [rule for rule in rules if rule.function == function]
+        rules = [rule for rule in rules if name(rule) == function]
         if not rules:
             return f"`{function}` is not deployed from {repository}."
-    functions = sorted({rule.function for rule in rules})
+    functions = sorted({name(rule) for rule in rules})
     if not functions:
         return f"No Lambda function is deployed from {repository}."
     if len(functions) > 1:
@@ -812,9 +823,9 @@ async def deploy_command(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext
     repository = str(data["repository"]["full_name"])
     number = int(data["issue"]["number"])
     user = str(sender.get("login", ""))
-    permission = await permission_of(gh, repository, user)
-    if permission not in WRITE_PERMISSIONS:
-        ctx.log.info("refused /deploy from %s on %s: permission %s", user, repository, permission)
+    allowed, role = await permission_of(gh, repository, user)
+    if not allowed:
+        ctx.log.info("refused /deploy from %s on %s: their role is %s", user, repository, role)
         await reply(gh, repository, number, f"Sorry @{user}, `/deploy` needs write, maintain or admin permission.")
         return
     if command.kind == "usage":
