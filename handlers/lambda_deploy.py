@@ -25,7 +25,7 @@ import re
 import string
 import time
 import zipfile
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -354,9 +354,9 @@ def check_order(tags: Mapping[str, str] | None, target: Target) -> None:
             raise Superseded(f"{target.function} already runs newer code ({tags.get(TAG_SOURCE, 'unknown')})")
 
 
-def _retry_conflicts(call: Callable[..., Any], **params: Any) -> Any:
+def retry_conflicts(call: Callable[..., Any], *, delays: Sequence[float] = CONFLICT_DELAYS, **params: Any) -> Any:
     """Run ``call``, backing off while another update of the function is still in progress."""
-    for delay in (*CONFLICT_DELAYS, None):
+    for delay in (*delays, None):
         try:
             return call(**params)
         except Exception as exc:
@@ -382,7 +382,7 @@ def _tag_value(text: str) -> str:
 
 def apply_to_lambda(lam: Any, target: Target, artifact: Artifact, exists: bool) -> Deployed:
     """Create or update the code, stamp the Description, publish a version, move the alias, record the order."""
-    code = {"S3Bucket": artifact.bucket, "S3Key": artifact.key} | (
+    code: dict[str, Any] = {"S3Bucket": artifact.bucket, "S3Key": artifact.key} | (
         {"S3ObjectVersion": artifact.version} if artifact.version else {}
     )
     description = target.description[:256]
@@ -392,7 +392,7 @@ def apply_to_lambda(lam: Any, target: Target, artifact: Artifact, exists: bool) 
             if target.create is None:
                 raise DeployError(f"function {target.function} does not exist and no `create` is configured")
             spec = target.create
-            _retry_conflicts(
+            retry_conflicts(
                 lam.create_function,
                 FunctionName=target.function,
                 Role=spec.role,
@@ -406,12 +406,12 @@ def apply_to_lambda(lam: Any, target: Target, artifact: Artifact, exists: bool) 
             )
             _wait(lam, "function_active_v2", target.function)
         else:
-            _retry_conflicts(lam.update_function_code, FunctionName=target.function, **code)
+            retry_conflicts(lam.update_function_code, FunctionName=target.function, **code)
             _wait(lam, "function_updated_v2", target.function)
-            _retry_conflicts(lam.update_function_configuration, FunctionName=target.function, Description=description)
+            retry_conflicts(lam.update_function_configuration, FunctionName=target.function, Description=description)
             _wait(lam, "function_updated_v2", target.function)
         latest = lam.get_function_configuration(FunctionName=target.function)
-        published = _retry_conflicts(
+        published = retry_conflicts(
             lam.publish_version,
             FunctionName=target.function,
             CodeSha256=latest["CodeSha256"],
@@ -523,9 +523,9 @@ async def download_zipball(gh: GitHubAPI, repository: str, sha: str) -> bytes:
 async def deploy(
     ctx: HandlerContext,
     target: Target,
-    resolve: Callable[[], Any],
+    resolve: Callable[[], Awaitable[Artifact]],
     plan: str,
-    on_start: Callable[[], Any] | None = None,
+    on_start: Callable[[], Awaitable[None]] | None = None,
 ) -> Deployed | None:
     """Run one deployment in the function's turn; None in dry-run (the plan is recorded instead).
 
@@ -541,7 +541,7 @@ async def deploy(
         lam = ctx.aws.client("lambda")
         tags = await asyncio.to_thread(function_tags, lam, target.function)
         check_order(tags, target)
-        artifact: Artifact = await resolve()
+        artifact = await resolve()
         deployed = await asyncio.to_thread(apply_to_lambda, lam, target, artifact, tags is not None)
         ctx.actions.record(
             f"lambda {target.function}: deployed {artifact} as version {deployed.version}"

@@ -20,13 +20,14 @@ from typing import Any
 import boto3
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 
 from bot.config import ConfigError
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult
 from bot.runtime import Runtime
 from bot.s3_events import delivery_from_s3_record
-from handlers.lambda_deploy import MARKER, parse_command, repackage_zipball
+from handlers.lambda_deploy import MARKER, parse_command, repackage_zipball, retry_conflicts
 from tests.fake_github import FakeGitHub
 from tests.helpers import FIXTURES, make_settings
 
@@ -434,3 +435,19 @@ def test_parse_command() -> None:
     assert parse_command("/deploy rollback").kind == "rollback"  # type: ignore[union-attr]
     assert parse_command("ok\n/deploy 1a2b3c4 app-fn") == parse_command("/deploy 1A2B3C4 app-fn")
     assert parse_command("/deploy please").kind == "usage"  # type: ignore[union-attr]
+
+
+def test_conflicting_updates_are_retried_then_given_up() -> None:
+    conflict = ClientError({"Error": {"Code": "ResourceConflictException", "Message": "update in progress"}}, "Update")
+    answers: list[Any] = [conflict, conflict, {"Version": "3"}]
+
+    def update(**params: Any) -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer | params
+
+    assert retry_conflicts(update, delays=(0, 0), FunctionName="f") == {"Version": "3", "FunctionName": "f"}
+    answers[:] = [conflict] * 3
+    with pytest.raises(ClientError):
+        retry_conflicts(update, delays=(0, 0), FunctionName="f")
