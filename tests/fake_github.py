@@ -7,13 +7,17 @@ test) or with 404, so a test can assert exactly what the bot asked GitHub to do.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import re
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 BOT_LOGIN = "hookbot-test[bot]"
+REPO_ROUTE = re.compile(r"^/repos/(?P<repo>[^/]+/[^/]+)/(?P<rest>.+)$")
 
 
 @dataclass
@@ -30,6 +34,12 @@ class FakeGitHub:
     comments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     responses: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     tokens_issued: int = 0
+    # Deployments: id -> the created deployment, with the statuses set on it under "statuses".
+    deployments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Repository permission per user login ("admin", "maintain", "write", "triage", "read"); others: "read".
+    permissions: dict[str, str] = field(default_factory=dict)
+    # Commit contents per "owner/repo@sha": path -> bytes, served by the zipball and commits endpoints.
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     delay: float = 0.0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -58,6 +68,11 @@ class FakeGitHub:
                 {"token": f"ghs_installation_{self.tokens_issued}", "expires_at": "2099-01-01T00:00:00Z"},
                 status=201,
             )
+        repo_route = REPO_ROUTE.match(request.path)
+        if repo_route is not None:
+            answer = self._repository_endpoint(request.method, repo_route["repo"], repo_route["rest"], data)
+            if answer is not None:
+                return answer
         if request.path.endswith("/comments") and "/issues/" in request.path:
             thread = self.comments.setdefault(request.path, [])
             if request.method == "GET":
@@ -68,7 +83,56 @@ class FakeGitHub:
                 return web.json_response(comment, status=201)
         return web.json_response({"message": "Not Found"}, status=404)
 
+    def _repository_endpoint(
+        self, method: str, repo: str, rest: str, data: Any
+    ) -> web.StreamResponse | None:
+        """Deployments, collaborator permission, commits and zipballs of ``repo`` (None: not one of these)."""
+        parts = rest.split("/")
+        if method == "POST" and parts == ["deployments"]:
+            deployment = {"id": next(self._ids), "statuses": [], **data}
+            self.deployments[deployment["id"]] = deployment
+            return web.json_response({k: v for k, v in deployment.items() if k != "statuses"}, status=201)
+        if method == "POST" and len(parts) == 3 and parts[0] == "deployments" and parts[2] == "statuses":
+            found = self.deployments.get(int(parts[1]))
+            if found is None:
+                return web.json_response({"message": "Not Found"}, status=404)
+            found["statuses"].append(data)
+            return web.json_response({"id": next(self._ids), **data}, status=201)
+        if method == "GET" and len(parts) == 3 and parts[0] == "collaborators" and parts[2] == "permission":
+            role = self.permissions.get(parts[1], "read")
+            legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+            return web.json_response({"permission": legacy, "role_name": role, "user": {"login": parts[1]}})
+        if method == "GET" and len(parts) == 2 and parts[0] in ("commits", "zipball"):
+            sha = self._find_commit(repo, parts[1])
+            if sha is None:
+                return web.json_response({"message": "No commit found for SHA"}, status=422)
+            if parts[0] == "commits":
+                return web.json_response({"sha": sha})
+            # GitHub answers with a redirect to codeload; the client must follow it.
+            raise web.HTTPFound(f"/_codeload/{repo}/legacy.zip/{sha}")
+        return None
+
+    def _find_commit(self, repo: str, ref: str) -> str | None:
+        for name in self.commits:
+            found_repo, _, sha = name.partition("@")
+            if found_repo == repo and sha.startswith(ref):
+                return sha
+        return None
+
+    async def codeload(self, request: web.Request) -> web.StreamResponse:
+        """A zipball as GitHub makes it: every file under one ``owner-repo-shortsha/`` folder."""
+        repo, sha = f"{request.match_info['owner']}/{request.match_info['name']}", request.match_info["sha"]
+        self.requests.append(Recorded(request.method, request.path, dict(request.headers), None))
+        top = f"{repo.replace('/', '-')}-{sha[:7]}/"
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            archive.writestr(top, b"")
+            for path, content in self.commits[f"{repo}@{sha}"].items():
+                archive.writestr(top + path, content)
+        return web.Response(body=out.getvalue(), content_type="application/zip")
+
     def app(self) -> web.Application:
         app = web.Application()
+        app.router.add_get("/_codeload/{owner}/{name}/legacy.zip/{sha}", self.codeload)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
