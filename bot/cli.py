@@ -38,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--action", help="override the payload's action, e.g. opened")
     replay.add_argument("--live", action="store_true", help="really act (default: dry-run)")
     replay.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+
+    package = commands.add_parser("package", help="build the AWS Lambda deployment zip (see deploy/README.md)")
+    package.add_argument("--output", type=Path, default=Path("dist/hookbot-lambda.zip"), help="zip to write")
+    package.add_argument("--arch", choices=("arm64", "x86_64"), default="arm64", help="Lambda architecture")
+    package.add_argument("--include-boto3", action="store_true", help="bundle boto3 instead of the runtime's")
+    package.add_argument(
+        "--with", dest="with_requirements", action="append", default=[], metavar="REQ", help="also bundle REQ (plugins)"
+    )
+    package.add_argument("--project", type=Path, help="hookbot source tree (default: this checkout)")
+    package.add_argument("--config", dest="sub_config", help="bundle this config file as hookbot.toml (no secrets)")
     return parser
 
 
@@ -95,6 +105,25 @@ async def replay(settings: Settings, body: bytes, event: str, action: str | None
     return 0 if result.ok else 1
 
 
+def package(args: argparse.Namespace, config: str | None) -> int:
+    from bot.package import PackageError, build_package
+
+    try:
+        summary = build_package(
+            args.output,
+            arch=args.arch,
+            include_boto3=args.include_boto3,
+            project=args.project,
+            config=Path(config) if config else None,
+            extra_requirements=args.with_requirements,
+        )
+    except PackageError as exc:
+        print(f"hookbot package: {exc}", file=sys.stderr)
+        return 1
+    print(summary.describe())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -104,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(settings, args.host, args.port)
         if args.command == "replay":
             return asyncio.run(replay(settings, args.file.read_bytes(), args.event, args.action, args.live))
+        if args.command == "package":
+            return package(args, getattr(args, "sub_config", None) or args.config)
     except (ConfigError, WebhookError) as exc:
         print(f"hookbot: {exc}", file=sys.stderr)
         return 2
