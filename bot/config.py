@@ -141,7 +141,13 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def load_settings(env: Mapping[str, str], config_path: str | Path | None = None) -> Settings:
-    """Build Settings from an environment mapping and an optional TOML file (pure apart from reading files)."""
+    """Build Settings from an environment mapping and an optional TOML file (pure apart from reading files).
+
+    Secrets named by ``<NAME>_SSM_PARAMETER`` / ``<NAME>_SECRETS_MANAGER_ID`` are fetched first (bot/aws_secrets.py).
+    """
+    from bot.aws_secrets import resolve_secrets  # imported here: it raises this module's ConfigError
+
+    env = resolve_secrets(env)
     path_text = config_path or env.get("HOOKBOT_CONFIG")
     if path_text:
         path: Path | None = Path(path_text)
@@ -202,7 +208,7 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
 
     rl = _section(data, "relay")
     relay = RelaySettings(
-        topic_arn=rl.get("topic_arn"),
+        topic_arn=env.get("HOOKBOT_RELAY_TOPIC_ARN") or rl.get("topic_arn"),
         also_handle=_bool(rl.get("also_handle", False), "[relay] also_handle"),
     )
 
