@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -9,14 +11,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from cfnlint.decode import cfn_yaml
 
+from bot.aws_lambda import LambdaEntry
 from bot.aws_secrets import SECRET_VARIABLES, SSM_SUFFIX
 from bot.cli import build_parser
+from bot.config import load_settings
+from bot.runtime import Runtime
+from tests.fake_github import FakeGitHub
+from tests.helpers import SECRET, fixture_bytes, github_headers
+from tests.lambda_events import function_url_event, sns_event
+from tests.test_relay import Chain
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "deploy" / "template.yaml"
+ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +165,68 @@ def test_failures_end_in_the_queue_and_the_url_is_an_output(template: dict[str, 
     assert redrive == {"deadLetterTargetArn": {"Fn::GetAtt": ["FailedDeliveries", "Arn"]}}
     assert res["IngressUrl"]["Properties"]["AuthType"] == "NONE"
     assert template["Outputs"]["WebhookUrl"]["Value"] == {"Fn::GetAtt": ["IngressUrl", "FunctionUrl"]}
+
+
+# --- the template's own environment drives the real code: Function URL -> relay -> SNS -> worker -> comment --------
+
+
+def resolve(value: Any, refs: dict[str, Any], conditions: dict[str, bool]) -> Any:
+    """Enough of CloudFormation's intrinsics (Ref, Fn::Sub, Fn::If, AWS::NoValue) for the functions' environment."""
+    if isinstance(value, dict) and "Ref" in value:
+        return refs[value["Ref"]]
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str(refs[m.group(1)]), value["Fn::Sub"])
+    if isinstance(value, dict) and "Fn::If" in value:
+        name, yes, no = value["Fn::If"]
+        return resolve(yes if conditions[name] else no, refs, conditions)
+    return value
+
+
+def environment(template: dict[str, Any], function: str, refs: dict[str, Any]) -> dict[str, str]:
+    conditions = {"UseToken": refs["GitHubAuth"] == "token", "UseApp": refs["GitHubAuth"] == "app"}
+    variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+    resolved = {name: resolve(value, refs, conditions) for name, value in variables.items()}
+    return {name: str(value) for name, value in resolved.items() if value is not None}
+
+
+async def test_the_stacks_environment_relays_a_delivery_into_a_comment(
+    template: dict[str, Any], moto: str, tmp_path: Path, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    fake, github_url = fake_github
+    chain = Chain()  # the stack's topic, with a queue standing in for Lambda's SNS subscription
+    table = template["Resources"]["DedupeTable"]["Properties"]
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName="hookbot-dedupe",
+        AttributeDefinitions=table["AttributeDefinitions"],
+        KeySchema=table["KeySchema"],
+        BillingMode=table["BillingMode"],
+    )
+    dynamodb.update_time_to_live(TableName="hookbot-dedupe", TimeToLiveSpecification=table["TimeToLiveSpecification"])
+    ssm = boto3.client("ssm")
+    ssm.put_parameter(Name="/hookbot/webhook-secret", Value=SECRET, Type="SecureString")
+    ssm.put_parameter(Name="/hookbot/github-token", Value="ghp_from_ssm", Type="SecureString")
+    refs: dict[str, Any] = {name: parameter.get("Default") for name, parameter in template["Parameters"].items()} | {
+        "GitHubApiUrl": github_url,
+        "DeliveryTopic": chain.topic_arn,
+        "DedupeTable": "hookbot-dedupe",
+        "AWS::NoValue": None,
+    }
+
+    ingress_env = environment(template, "IngressFunction", refs) | {"HOOKBOT_STATE_DIR": str(tmp_path / "ingress")}
+    ingress = LambdaEntry(Runtime.build(load_settings(ingress_env)))
+    headers = github_headers(ISSUE_OPENED, "issues", delivery_id="stack-1")
+    answer = await asyncio.to_thread(ingress, function_url_event(ISSUE_OPENED, headers, encode=True), None)
+    assert answer["statusCode"] == 200 and json.loads(answer["body"])["status"] == "relayed"
+    forged = function_url_event(ISSUE_OPENED, github_headers(ISSUE_OPENED, "issues", secret="wrong"))
+    assert (await asyncio.to_thread(ingress, forged, None))["statusCode"] == 401
+    (envelope,) = await asyncio.to_thread(chain.received)
+    assert fake.requests == []
+
+    worker_env = environment(template, "WorkerFunction", refs) | {"HOOKBOT_STATE_DIR": str(tmp_path / "worker")}
+    worker_settings = load_settings(worker_env)
+    assert worker_settings.github.token == "ghp_from_ssm" and worker_settings.sns.topic_arns == (chain.topic_arn,)
+    worker = LambdaEntry(Runtime.build(worker_settings))
+    result = await asyncio.to_thread(worker, sns_event(envelope), None)
+    assert result == {"deliveries": [{"delivery": "stack-1", "event": "issues.opened", "status": "ok"}]}
+    assert [path for path, _ in fake.posted_comments()] == ["/repos/Codertocat/Hello-World/issues/1/comments"]
