@@ -43,7 +43,7 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateu
 MAX_ZIPPED_BYTES = 50 * 1024 * 1024  # direct upload (CreateFunction / UpdateFunctionCode with ZipFile)
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024  # the function's code and layers, unpacked
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
-BUNDLED_CONFIG_NAME = "hookbot.toml"  # found by hookbot in Lambda's working directory, /var/task
+BUNDLED_CONFIG_NAME = "hookbot.toml"  # at the zip's root: /var/task/hookbot.toml (template: BundledConfig)
 # Settings that must come from SSM or Secrets Manager, never from a file inside the zip.
 SECRET_KEYS = {"github": ("webhook_secret", "previous_secrets", "token", "private_key")}
 

@@ -19,6 +19,7 @@ from bot.aws_lambda import LambdaEntry
 from bot.aws_secrets import SECRET_VARIABLES, SSM_SUFFIX
 from bot.cli import build_parser
 from bot.config import load_settings
+from bot.package import BUNDLED_CONFIG_NAME
 from bot.runtime import Runtime
 from tests.fake_github import FakeGitHub
 from tests.helpers import SECRET, fixture_bytes, github_headers
@@ -154,6 +155,8 @@ def test_functions_run_bot_aws_lambda_on_python_312_with_names_hookbot_reads(tem
     assert ingress_env["HOOKBOT_RELAY_TOPIC_ARN"] == {"Ref": "DeliveryTopic"}
     worker_env = functions["WorkerFunction"]["Properties"]["Environment"]["Variables"]
     assert worker_env["SNS_TOPIC_ARNS"] == {"Ref": "DeliveryTopic"}
+    bundled = {"Fn::If": ["HasBundledConfig", f"/var/task/{BUNDLED_CONFIG_NAME}", {"Ref": "AWS::NoValue"}]}
+    assert worker_env["HOOKBOT_CONFIG"] == ingress_env["HOOKBOT_CONFIG"] == bundled
 
 
 def test_failures_end_in_the_queue_and_the_url_is_an_output(template: dict[str, Any]) -> None:
@@ -183,7 +186,11 @@ def resolve(value: Any, refs: dict[str, Any], conditions: dict[str, bool]) -> An
 
 
 def environment(template: dict[str, Any], function: str, refs: dict[str, Any]) -> dict[str, str]:
-    conditions = {"UseToken": refs["GitHubAuth"] == "token", "UseApp": refs["GitHubAuth"] == "app"}
+    conditions = {
+        "UseToken": refs["GitHubAuth"] == "token",
+        "UseApp": refs["GitHubAuth"] == "app",
+        "HasBundledConfig": refs["BundledConfig"] == "true",
+    }
     variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
     resolved = {name: resolve(value, refs, conditions) for name, value in variables.items()}
     return {name: str(value) for name, value in resolved.items() if value is not None}
