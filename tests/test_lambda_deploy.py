@@ -27,7 +27,9 @@ from bot.delivery import Delivery
 from bot.dispatch import DispatchResult
 from bot.runtime import Runtime
 from bot.s3_events import delivery_from_s3_record
-from handlers.lambda_deploy import MARKER, parse_command, repackage_zipball, retry_conflicts
+from handlers.lambda_deploy.aws_steps import retry_conflicts
+from handlers.lambda_deploy.commands import parse_command
+from handlers.lambda_deploy.github import MARKER, repackage_zipball
 from tests.fake_github import FakeGitHub
 from tests.helpers import FIXTURES, make_settings
 

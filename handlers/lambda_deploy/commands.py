@@ -1,0 +1,52 @@
+"""What a ``/deploy`` comment asks for: the grammar, and which rule it is about.
+
+Pure functions, so the comment handler stays short and the grammar is tested without GitHub or AWS.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from handlers.lambda_deploy.config import PushRule
+
+COMMAND = re.compile(r"^/deploy(?:\s+(?P<args>.*?))?\s*$", re.MULTILINE)
+SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
+USAGE = "Usage: `/deploy <sha> [function]` or `/deploy rollback [function]`."
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    kind: Literal["rollback", "deploy", "usage"]
+    ref: str | None = None
+    function: str | None = None
+
+
+def parse_command(body: str) -> Command | None:
+    """The first ``/deploy`` line of a comment; None for an ordinary comment."""
+    found = COMMAND.search(body)
+    if found is None:
+        return None
+    args = (found.group("args") or "").split()
+    if args and args[0] == "rollback" and len(args) <= 2:
+        return Command("rollback", function=args[1] if len(args) == 2 else None)
+    if args and SHA.match(args[0]) and len(args) <= 2:
+        return Command("deploy", ref=args[0].lower(), function=args[1] if len(args) == 2 else None)
+    return Command("usage")
+
+
+def pick_rule(rules: list[PushRule], function: str | None, repository: str) -> PushRule | str:
+    """The one rule a command is about, or the reason there is not exactly one."""
+    if function is not None:
+        rules = [rule for rule in rules if rule.function_name(repository) == function]
+        if not rules:
+            return f"`{function}` is not deployed from {repository}."
+    functions = sorted({rule.function_name(repository) for rule in rules})
+    if not functions:
+        return f"No Lambda function is deployed from {repository}."
+    if len(functions) > 1:
+        return f"Several functions are deployed from {repository}; name one: " + ", ".join(
+            f"`{name}`" for name in functions
+        )
+    return rules[0]

@@ -1,0 +1,185 @@
+"""The ``[lambda_deploy]`` section as typed rules, checked when hookbot starts.
+
+Every rule is checked here, once, so that a typo in a placeholder or an alias stops hookbot at start with a line
+naming the rule, rather than failing on the first push. The rules also know how to fill in their own templates,
+so the handlers never format strings themselves.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from handlers.lambda_deploy.ordering import DeployQueue
+
+PUSH_PLACEHOLDERS = frozenset({"repository", "repository_name", "owner", "sha", "short_sha", "branch"})
+S3_PLACEHOLDERS = frozenset({"stem"})
+ALIAS_NAME = re.compile(r"(?!^[0-9]+$)^[A-Za-z0-9_-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSpec:
+    """What CreateFunction needs when the function does not exist yet."""
+
+    role: str
+    handler: str
+    runtime: str
+    memory: int = 128
+    timeout: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PushRule:
+    repository: str
+    branch: str
+    function: str
+    artifact: str  # s3://bucket/key template; with source = "repository", where the packaged commit is uploaded
+    source: Literal["s3", "repository"] = "s3"
+    subdir: str = ""
+    alias: str | None = None
+    environment: str = "production"
+    create: CreateSpec | None = None
+
+    def matches(self, repository: str, branch: str | None = None) -> bool:
+        return self.repository.lower() == repository.lower() and (branch is None or branch == self.branch)
+
+    def _values(self, repository: str, sha: str) -> dict[str, str]:
+        owner, _, name = repository.partition("/")
+        return {
+            "repository": repository,
+            "repository_name": name,
+            "owner": owner,
+            "sha": sha,
+            "short_sha": sha[:7],
+            "branch": self.branch,
+        }
+
+    def function_name(self, repository: str) -> str:
+        """The same for every commit: a function name may not use {sha} (checked at start)."""
+        return self.function.format(**self._values(repository, ""))
+
+    def artifact_location(self, repository: str, sha: str) -> tuple[str, str]:
+        """(bucket, key) of the commit's artifact."""
+        return parse_s3_url(self.artifact.format(**self._values(repository, sha)))
+
+
+@dataclass(frozen=True, slots=True)
+class S3Rule:
+    bucket: str
+    function: str
+    prefix: str = ""
+    pointer: str | None = None
+    suffix: str = ".zip"
+    alias: str | None = None
+    create: CreateSpec | None = None
+
+    def matches(self, bucket: str, key: str) -> bool:
+        if bucket != self.bucket or not key.startswith(self.prefix):
+            return False
+        if self.pointer is not None:
+            return key == self.prefix + self.pointer
+        return key.endswith(self.suffix)
+
+    def function_name(self, key: str) -> str:
+        """The function for an artifact key; ``{stem}`` is the key's file name without its extension."""
+        name = key.rsplit("/", 1)[-1]
+        return self.function.format(stem=name.rsplit(".", 1)[0] if "." in name else name)
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaDeployConfig:
+    """What the handlers get as ``ctx.config``: the rules, and the queue that orders deployments per function."""
+
+    push: tuple[PushRule, ...] = ()
+    s3: tuple[S3Rule, ...] = ()
+    queue: DeployQueue = field(default_factory=DeployQueue, compare=False, repr=False)
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+def _check_template(template: str, allowed: frozenset[str], where: str) -> None:
+    unknown = _placeholders(template) - allowed
+    if unknown:
+        raise ValueError(f"{where} uses unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _check_alias(alias: Any, where: str) -> str | None:
+    if alias is None:
+        return None
+    if not isinstance(alias, str) or not ALIAS_NAME.match(alias):
+        raise ValueError(f"{where} alias {alias!r} is not a valid Lambda alias name (letters, digits, - and _)")
+    return alias
+
+
+def _create_spec(value: Any, where: str) -> CreateSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} create must be a table with role, handler and runtime")
+    try:
+        return CreateSpec(**dict(value))
+    except TypeError as exc:
+        raise ValueError(f"{where} create: {exc} (keys: role, handler, runtime, memory, timeout)") from None
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as (bucket, key)."""
+    if not url.startswith("s3://") or "/" not in url[5:]:
+        raise ValueError(f"{url!r} is not an s3://bucket/key URL")
+    bucket, _, key = url[5:].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"{url!r} is not an s3://bucket/key URL")
+    return bucket, key
+
+
+def _push_rule(raw: Mapping[str, Any], index: int) -> PushRule:
+    where = f"[[lambda_deploy.push]] #{index + 1}"
+    data = dict(raw)
+    for required in ("repository", "branch", "function", "artifact"):
+        if not isinstance(data.get(required), str) or not data[required]:
+            raise ValueError(f'{where} needs {required} = "..."')
+    source = data.get("source", "s3")
+    if source not in ("s3", "repository"):
+        raise ValueError(f'{where} source must be "s3" or "repository", not {source!r}')
+    parse_s3_url(data["artifact"])
+    _check_template(data["artifact"], PUSH_PLACEHOLDERS, f"{where} artifact")
+    # No {sha} in a function name: a rollback or a /deploy must find the same function for every commit.
+    _check_template(data["function"], PUSH_PLACEHOLDERS - {"sha", "short_sha"}, f"{where} function")
+    if source == "repository" and not _placeholders(data["artifact"]) & {"sha", "short_sha"}:
+        raise ValueError(f'{where} with source = "repository" needs {{sha}} in artifact, so each commit has its key')
+    data["alias"] = _check_alias(data.get("alias"), where)
+    data["create"] = _create_spec(data.get("create"), where)
+    try:
+        return PushRule(**data)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _s3_rule(raw: Mapping[str, Any], index: int) -> S3Rule:
+    where = f"[[lambda_deploy.s3]] #{index + 1}"
+    data = dict(raw)
+    for required in ("bucket", "function"):
+        if not isinstance(data.get(required), str) or not data[required]:
+            raise ValueError(f'{where} needs {required} = "..."')
+    _check_template(data["function"], S3_PLACEHOLDERS, f"{where} function")
+    data["alias"] = _check_alias(data.get("alias"), where)
+    data["create"] = _create_spec(data.get("create"), where)
+    try:
+        return S3Rule(**data)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def configure(section: Mapping[str, Any]) -> LambdaDeployConfig:
+    """Check every rule at start, so a typo in a placeholder fails now rather than on the first push."""
+    unknown = set(section) - {"push", "s3"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)}; use [[lambda_deploy.push]] and [[lambda_deploy.s3]]")
+    push = tuple(_push_rule(raw, i) for i, raw in enumerate(section.get("push", [])))
+    s3 = tuple(_s3_rule(raw, i) for i, raw in enumerate(section.get("s3", [])))
+    return LambdaDeployConfig(push=push, s3=s3)

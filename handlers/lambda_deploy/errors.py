@@ -1,0 +1,17 @@
+"""The two ways a deployment ends without running, told apart because they are reported differently.
+
+``Superseded`` is not a failure: something newer won, so a GitHub Deployment becomes ``inactive``.
+``DeployError`` is a failure a person can act on (a missing artifact, a denied permission): its message becomes the
+``failure`` status or the reply. Anything else is a bug or an outage and goes up to the dispatcher. They live in
+their own module so that every step (ordering, AWS, GitHub) can raise them without importing the others.
+"""
+
+from __future__ import annotations
+
+
+class Superseded(Exception):
+    """A newer deployment to the same function is waiting or already done; this one must not run."""
+
+
+class DeployError(Exception):
+    """A deployment failed for one reason a person can act on (the message is that reason)."""
