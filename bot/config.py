@@ -75,7 +75,7 @@ class Settings:
     dedupe: DedupeSettings = field(default_factory=DedupeSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     state_dir: Path = Path(".hookbot")
-    dry_run: bool = False
+    dry_run: bool | None = None  # None: not said, so dry-run exactly when there are no GitHub credentials
     handlers: tuple[str, ...] | None = None  # None: every installed plugin
     plugin_sections: Mapping[str, Any] = field(default_factory=dict)
     config_path: Path | None = None
@@ -84,8 +84,14 @@ class Settings:
 
     @property
     def effective_dry_run(self) -> bool:
-        """Dry-run when asked for, and always when there is nothing to authenticate to GitHub with."""
-        return self.dry_run or not self.github.has_credentials
+        """Dry-run when asked for; when not said, whenever there is nothing to authenticate to GitHub with.
+
+        ``HOOKBOT_DRY_RUN=0`` said explicitly acts even without GitHub credentials: an S3-only auto-deployer
+        needs AWS, not GitHub.
+        """
+        if self.dry_run is not None:
+            return self.dry_run
+        return not self.github.has_credentials
 
     def plugin_section(self, name: str) -> Mapping[str, Any]:
         section = self.plugin_sections.get(name, {})
@@ -216,7 +222,8 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
     handlers_value = core.get("handlers", data.get("handlers"))
     handlers = _strings(handlers_value, "handlers") if handlers_value is not None else None
     state_dir = env.get("HOOKBOT_STATE_DIR") or core.get("state_dir") or ".hookbot"
-    dry_run = _bool(env.get("HOOKBOT_DRY_RUN", core.get("dry_run", False)), "HOOKBOT_DRY_RUN")
+    dry_run_value = env.get("HOOKBOT_DRY_RUN", core.get("dry_run"))
+    dry_run = None if dry_run_value is None else _bool(dry_run_value, "HOOKBOT_DRY_RUN")
 
     return Settings(
         github=github,

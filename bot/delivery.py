@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+S3_EVENT = "s3"  # the event name of deliveries made from S3 notifications (bot.s3_events)
+
 Source = Literal["github-http", "sns-http", "lambda-sns", "lambda-s3", "function-url", "replay"]
 
 
@@ -47,6 +49,11 @@ class Delivery:
         if isinstance(installation, dict) and isinstance(installation.get("id"), int):
             return int(installation["id"])
         return None
+
+    @property
+    def from_github(self) -> bool:
+        """True for GitHub events; False for S3 uploads, which need no GitHub account to act on."""
+        return self.event != S3_EVENT
 
     def describe(self) -> str:
         """``issues.opened`` style name used in logs and config filters."""

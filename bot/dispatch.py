@@ -81,7 +81,8 @@ class Dispatcher:
             event = sansio.Event(delivery.payload, event=delivery.event, delivery_id=delivery.delivery_id)
             try:
                 gh = await self.github.for_installation(delivery.installation_id, actions)
-                bot_login = await self.github.bot_login()
+                # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
+                bot_login = await self.github.bot_login() if delivery.from_github else None
             except Exception as exc:
                 await self.dedupe.release(delivery.delivery_id)
                 log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})

@@ -12,9 +12,7 @@ from urllib.parse import unquote_plus
 
 import orjson
 
-from bot.delivery import Delivery, Source
-
-S3_EVENT = "s3"
+from bot.delivery import S3_EVENT, Delivery, Source
 
 
 def is_s3_notification(document: Any) -> bool:

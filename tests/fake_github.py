@@ -83,9 +83,7 @@ class FakeGitHub:
                 return web.json_response(comment, status=201)
         return web.json_response({"message": "Not Found"}, status=404)
 
-    def _repository_endpoint(
-        self, method: str, repo: str, rest: str, data: Any
-    ) -> web.StreamResponse | None:
+    def _repository_endpoint(self, method: str, repo: str, rest: str, data: Any) -> web.StreamResponse | None:
         """Deployments, collaborator permission, commits and zipballs of ``repo`` (None: not one of these)."""
         parts = rest.split("/")
         if method == "POST" and parts == ["deployments"]:

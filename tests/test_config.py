@@ -70,3 +70,10 @@ def test_mistakes_are_one_clear_line(tmp_path: Path, env: dict[str, str], text: 
 def test_missing_config_file_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="HOOKBOT_CONFIG or --config"):
         load_settings({"HOOKBOT_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_explicit_dry_run_off_acts_without_github_credentials(tmp_path: Path) -> None:
+    """An S3-only auto-deployer has AWS credentials but no GitHub account."""
+    path = write(tmp_path, "")
+    assert not load_settings({"HOOKBOT_DRY_RUN": "0"}, path).effective_dry_run
+    assert load_settings({"GITHUB_TOKEN": "t", "HOOKBOT_DRY_RUN": "yes"}, path).effective_dry_run

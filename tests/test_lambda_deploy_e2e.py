@@ -41,13 +41,11 @@ FIXTURE_SNS = "aws/lambda-sns-s3-objectcreated.signed.json"
 FIXTURE_TOPIC = load_json(FIXTURE_SNS)["Records"][0]["Sns"]["TopicArn"]
 REPO = Path(__file__).resolve().parent.parent
 
-# bot_login is configured so the dispatcher has no reason to ask GitHub who it is: no GitHub request at all.
+# No GitHub credentials at all: an S3-only auto-deployer acts once HOOKBOT_DRY_RUN=0 says so, and GitHub is
+# never asked anything (the fake GitHub stays reachable only to prove that no request reaches it).
 CONFIG = f"""
 [hookbot]
 handlers = ["lambda_deploy"]
-
-[github]
-bot_login = "hookbot[bot]"
 
 [sns]
 topic_arns = ["{TOPIC}", "{FIXTURE_TOPIC}"]
@@ -121,7 +119,7 @@ def upload(aws: Aws) -> Upload:
 @pytest.fixture
 def make_runtime(tmp_path: Path, fake_github: tuple[FakeGitHub, str]) -> Callable[..., Runtime]:
     def make(**env: str) -> Runtime:
-        settings = make_settings(tmp_path, CONFIG, GITHUB_TOKEN="ghp_test", GITHUB_API_URL=fake_github[1], **env)
+        settings = make_settings(tmp_path, CONFIG, HOOKBOT_DRY_RUN="0", GITHUB_API_URL=fake_github[1], **env)
         return Runtime.build(settings)
 
     return make
