@@ -7,12 +7,13 @@ import asyncio
 import logging
 import os
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from bot import __version__
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings, parse_duration
 from bot.delivery import Delivery
 from bot.github_webhook import WebhookError, parse_payload
 from bot.logs import setup_logging
@@ -48,7 +49,76 @@ def build_parser() -> argparse.ArgumentParser:
     )
     package.add_argument("--project", type=Path, help="hookbot source tree (default: this checkout)")
     package.add_argument("--config", dest="sub_config", help="bundle this config file as hookbot.toml (no secrets)")
+
+    deliveries = commands.add_parser("deliveries", help="the local inbox's recent deliveries and their outcome")
+    deliveries.add_argument("--failed", action="store_true", help="only dead letters (failed after retries)")
+    deliveries.add_argument("--limit", type=int, default=50, help="how many to list (default 50)")
+    deliveries.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    deliveries_commands = deliveries.add_subparsers(dest="deliveries_command")
+    retry = deliveries_commands.add_parser("retry", help="queue failed deliveries again for the server to run")
+    retry.add_argument("ids", nargs="*", metavar="ID", help="delivery ids (X-GitHub-Delivery)")
+    retry.add_argument("--all-failed", action="store_true", help="every failed delivery")
+
+    redeliver = commands.add_parser("redeliver", help="ask GitHub to redeliver the configured hooks' failed deliveries")
+    redeliver.add_argument("--since", default="1h", help="how far back to look: 30m, 1h, 2d (default 1h)")
+    redeliver.add_argument("--dry-run", action="store_true", help="only print what would be redelivered")
+    redeliver.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
     return parser
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """Fail at start, with one clear line, when the journal cannot be kept (rather than on the first delivery)."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = state_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"state dir {state_dir} is not writable ({exc.strerror}); set HOOKBOT_STATE_DIR to a writable directory"
+        ) from None
+
+
+def deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.inbox import journal_path, recent_deliveries, requeue
+
+    path = journal_path(settings.state_dir)
+    if not path.is_file():
+        print(f"no journal at {path} (has `hookbot serve` run with this state dir?)", file=sys.stderr)
+        return 1
+    if args.deliveries_command == "retry":
+        if not args.ids and not args.all_failed:
+            print("hookbot: deliveries retry needs delivery ids or --all-failed", file=sys.stderr)
+            return 2
+        queued = requeue(path, args.ids, all_failed=args.all_failed)
+        for key in queued:
+            print(f"queued {key}")
+        for key in sorted(set(args.ids) - set(queued)):
+            print(f"not queued {key}: no failed delivery with this id", file=sys.stderr)
+        print(f"{len(queued)} queued again; a running `hookbot serve` picks them up within seconds")
+        return 0 if queued or args.all_failed else 1
+    for row in recent_deliveries(path, failed_only=args.failed, limit=args.limit):
+        received = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row.received_at))
+        line = f"{received}  {row.delivery_id}  {row.event:<14} {row.state:<8} attempts={row.attempts}"
+        print(f"{line}  {row.error}" if row.error else line)
+    return 0
+
+
+async def redeliver(settings: Settings, since: str, dry_run: bool) -> int:
+    from bot.redeliver import redeliver as ask_redelivery
+
+    runtime = Runtime.build(settings, secrets_=[])
+    try:
+        report = await ask_redelivery(runtime, parse_duration(since, "--since"), dry_run=dry_run)
+    finally:
+        await runtime.close()
+    verb = "would redeliver" if dry_run else "redelivered"
+    for guid in report.redelivered:
+        print(f"{verb} {guid}")
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
+    print(f"{report.checked} attempts checked, {len(report.redelivered)} {verb}")
+    return 1 if report.errors else 0
 
 
 def serve(settings: Settings, host: str | None, port: int | None) -> int:
@@ -68,6 +138,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
                 flush=True,
             )
         secrets = [value.encode()]
+    check_state_dir(settings.state_dir)
     runtime = Runtime.build(settings, secrets_=secrets)
     if runtime.dispatcher.dry_run:
         log.info("dry-run: actions are logged, not performed (set GITHUB_TOKEN or a GitHub App to act)")
@@ -135,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(replay(settings, args.file.read_bytes(), args.event, args.action, args.live))
         if args.command == "package":
             return package(args, getattr(args, "sub_config", None) or args.config)
+        if args.command == "deliveries":
+            return deliveries(settings, args)
+        if args.command == "redeliver":
+            return asyncio.run(redeliver(settings, args.since, args.dry_run))
     except (ConfigError, WebhookError) as exc:
         print(f"hookbot: {exc}", file=sys.stderr)
         return 2

@@ -31,7 +31,7 @@ class GitHubSettings:
     api_url: str = DEFAULT_API_URL
     bot_login: str | None = None
     hooks: tuple[str, ...] = ()
-    redeliver_every: str | None = None
+    redeliver_every: float | None = None  # seconds; from "10m" style text
 
     @property
     def has_credentials(self) -> bool:
@@ -45,6 +45,9 @@ class ServerSettings:
     max_body_bytes: int = GITHUB_MAX_BODY
     queue_size: int = 1000
     workers: int = 8
+    max_attempts: int = 5
+    retry_base_seconds: float = 2.0
+    shutdown_grace_seconds: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class SnsSettings:
 class DedupeSettings:
     ttl_seconds: int = 7 * 24 * 3600
     table: str | None = None
+    claim_timeout_seconds: int = 900
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,30 @@ def _int(value: Any, name: str) -> int:
         raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
 
 
+def _float(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, name: str = "duration") -> float:
+    """``"90s"``, ``"10m"``, ``"1h"``, ``"2d"`` (or plain seconds) as seconds."""
+    value = text.strip().lower()
+    unit = DURATION_UNITS.get(value[-1:])
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ConfigError(f"{name} must be a duration such as 30s, 10m, 1h or 2d, not {text!r}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{name} must be more than zero, not {text!r}")
+    return seconds
+
+
 def _strings(value: Any, name: str) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -174,6 +202,7 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
         raise ConfigError(
             "GitHub App auth needs both GITHUB_APP_ID and GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH)"
         )
+    every = gh.get("redeliver_every")
     github = GitHubSettings(
         webhook_secret=env.get("GITHUB_WEBHOOK_SECRET") or gh.get("webhook_secret"),
         previous_secrets=_strings(gh.get("previous_secrets", []), "[github] previous_secrets"),
@@ -184,7 +213,7 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
         api_url=(env.get("GITHUB_API_URL") or gh.get("api_url") or DEFAULT_API_URL).rstrip("/"),
         bot_login=gh.get("bot_login"),
         hooks=_strings(gh.get("hooks", []), "[github] hooks"),
-        redeliver_every=gh.get("redeliver_every"),
+        redeliver_every=parse_duration(str(every), "[github] redeliver_every") if every else None,
     )
 
     srv = _section(data, "server")
@@ -194,6 +223,9 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
         max_body_bytes=_int(srv.get("max_body_bytes", GITHUB_MAX_BODY), "[server] max_body_bytes"),
         queue_size=_int(srv.get("queue_size", 1000), "[server] queue_size"),
         workers=_int(srv.get("workers", 8), "[server] workers"),
+        max_attempts=_int(srv.get("max_attempts", 5), "[server] max_attempts"),
+        retry_base_seconds=_float(srv.get("retry_base_seconds", 2.0), "[server] retry_base_seconds"),
+        shutdown_grace_seconds=_float(srv.get("shutdown_grace_seconds", 8.0), "[server] shutdown_grace_seconds"),
     )
 
     sns_data = _section(data, "sns")
@@ -210,6 +242,7 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
     dedupe = DedupeSettings(
         ttl_seconds=_int(dd.get("ttl_seconds", 7 * 24 * 3600), "[dedupe] ttl_seconds"),
         table=env.get("HOOKBOT_DEDUPE_TABLE") or dd.get("table"),
+        claim_timeout_seconds=_int(dd.get("claim_timeout_seconds", 900), "[dedupe] claim_timeout_seconds"),
     )
 
     rl = _section(data, "relay")

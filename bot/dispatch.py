@@ -21,7 +21,7 @@ from bot.aws import AwsClients
 from bot.context import ActionLog, HandlerContext
 from bot.dedupe import DedupeStore
 from bot.delivery import Delivery
-from bot.github import GitHubClients
+from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
 from bot.plugins import Plugin
 
@@ -38,6 +38,7 @@ class Outcome:
     status: Status
     ms: float
     error: str | None = None
+    permanent: bool = False  # retrying cannot help (e.g. GitHub answered 404 or 422)
 
 
 @dataclass(slots=True)
@@ -129,7 +130,9 @@ class Dispatcher:
             for callback in callbacks:
                 await callback(event, gh, ctx)
         except Exception as exc:
-            outcome = Outcome(plugin.name, "failed", _ms(started), f"{type(exc).__name__}: {exc}")
+            outcome = Outcome(
+                plugin.name, "failed", _ms(started), f"{type(exc).__name__}: {exc}", permanent=is_permanent(exc)
+            )
             log.warning("handler failed", exc_info=True, extra={"fields": _fields(delivery, outcome)})
             return outcome
         outcome = Outcome(plugin.name, "ok", _ms(started))

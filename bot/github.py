@@ -3,28 +3,107 @@
 One aiohttp session is shared by every client; a gidgethub client object is made per delivery (they are cheap)
 so that each records the delivery's own actions. Every request goes to the configured API base URL and never
 to a URL taken from a payload: a forged or odd payload cannot aim the bot's token at another host.
+
+Resilience (gidgethub has no retry logic of its own; it offers two hooks, used here):
+
+- 5xx answers and dropped connections are retried with exponential backoff and jitter, but only for idempotent
+  methods. A POST whose answer was lost may have taken effect (a comment created, then the connection dropped),
+  so it is never repeated here: the handler fails, the inbox retries the delivery later, and the handler's own
+  idempotency check (the greeter's hidden marker, per-plugin dedupe keys) finds what the first attempt did.
+  That one rule covers every plugin, not just comment-writers, which a client-level "search before re-POST"
+  could not.
+- Rate limits (403/429) are refusals, so GitHub did nothing and any method may be retried: wait ``Retry-After``
+  (secondary limit) or until ``x-ratelimit-reset`` (primary limit), and before each request pause while the
+  shared quota is known to be spent; all waits come out of a per-delivery time budget, after which the handler
+  fails and the inbox's delivery-level backoff takes over.
+- Any other 4xx is permanent: that handler fails, the others still run, and the delivery is not retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import logging
+import random
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from gidgethub import BadRequest, HTTPException, RateLimitExceeded
 from gidgethub import aiohttp as gh_aiohttp
 
 from bot import USER_AGENT
 from bot.config import GitHubSettings
 from bot.context import ActionLog
+from bot.metrics import GITHUB_RATE_LIMIT_REMAINING, GITHUB_REQUESTS
+
+log = logging.getLogger("hookbot.github")
 
 TOKEN_REFRESH_MARGIN = 300.0  # renew an installation token this many seconds before it expires
 HIDDEN_MARKER = re.compile(r"\s*<!-- hookbot:[\w.-]+ -->")  # the idempotency markers handlers put in comments
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+MAX_ATTEMPTS = 4  # per request, for 5xx, dropped connections and rate-limit refusals alike
+BACKOFF_BASE_SECONDS = 0.5
+WAIT_BUDGET_SECONDS = 60.0  # what one delivery's client may spend waiting on GitHub before failing the handler
+SECONDARY_LIMIT_WAIT = 60.0  # GitHub: without Retry-After, wait at least a minute after a secondary limit
+
+
+@dataclass(slots=True)
+class RateLimitState:
+    """The quota of one set of credentials, shared by every client made with them."""
+
+    remaining: int | None = None
+    reset: float | None = None
+
+    def update(self, headers: Mapping[str, str]) -> None:
+        remaining, reset = headers.get("x-ratelimit-remaining"), headers.get("x-ratelimit-reset")
+        if remaining is not None and remaining.isdigit():
+            self.remaining = int(remaining)
+            GITHUB_RATE_LIMIT_REMAINING.set(self.remaining)
+        if reset is not None and reset.isdigit():
+            self.reset = float(reset)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for a failure that retrying the delivery cannot fix.
+
+    That is a 4xx other than a rate limit or a conflict, or a handler error that depends on nothing outside
+    (a missing key or a wrong type in the payload): the same payload would fail the same way every time. Fixed
+    handler code can still run them again with `hookbot deliveries retry`.
+    """
+    if isinstance(exc, LookupError | TypeError | ValueError | AttributeError):
+        return True
+    if isinstance(exc, RateLimitExceeded) or not isinstance(exc, BadRequest):
+        return False
+    return rate_limit_wait(exc) is None and int(exc.status_code) not in {408, 409, 429}
+
+
+def rate_limit_wait(exc: HTTPException, now: float | None = None) -> float | None:
+    """Seconds to wait before retrying a rate-limited request, or None when ``exc`` is no rate limit."""
+    status = int(exc.status_code)
+    if status not in {403, 429}:
+        return None
+    headers = exc.headers
+    retry_after = headers.get("retry-after", "")
+    if retry_after.isdigit():
+        return float(retry_after)
+    reset = headers.get("x-ratelimit-reset", "")
+    if headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
+        return max(0.0, float(reset) - (time.time() if now is None else now)) + 1.0
+    if status == 429 or "rate limit" in str(exc).lower():
+        return SECONDARY_LIMIT_WAIT
+    return None
+
+
+def backoff(attempt: int) -> float:
+    step = BACKOFF_BASE_SECONDS * 2.0 ** (attempt - 1)
+    return step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not cryptography
 
 
 class UntrustedURLError(Exception):
@@ -60,10 +139,45 @@ def describe_request(method: str, path: str, body: bytes) -> str:
 class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
     """gidgethub's aiohttp client, pinned to one API origin and recording every write in an ActionLog."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, actions: ActionLog, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        actions: ActionLog,
+        rate: RateLimitState | None = None,
+        budget: float = WAIT_BUDGET_SECONDS,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(session, USER_AGENT, **kwargs)
         self.actions = actions
         self._allowed_origin = _origin(self.base_url)
+        self._rate = rate or RateLimitState()
+        self._budget = budget
+
+    async def _pause(self, seconds: float, why: str) -> bool:
+        """Sleep if the budget allows; False (no sleep) when it would be overdrawn."""
+        if seconds > self._budget:
+            return False
+        self._budget -= seconds
+        log.info("GitHub: %s; waiting %.1fs", why, seconds)
+        await self.sleep(seconds)
+        return True
+
+    async def manage_rate_limit(self, *, method: str, url: str) -> None:
+        """Before a request: while the shared quota is spent, wait for its reset (within the budget)."""
+        if self._rate.remaining == 0 and self._rate.reset is not None:
+            wait = self._rate.reset - time.time() + 1.0
+            if wait > 0 and await self._pause(wait, "rate limit spent until its reset"):
+                self._rate.remaining = None
+
+    async def handle_rate_limit_error(
+        self, *, method: str, url: str, exception: HTTPException, attempt: int
+    ) -> bool:
+        """After a 403/429 rate-limit refusal: wait and retry (GitHub refused it, so even a POST is safe)."""
+        wait = rate_limit_wait(exception)
+        if wait is None or attempt >= MAX_ATTEMPTS:
+            return False
+        return await self._pause(wait, f"{int(exception.status_code)} rate limit on {method} {urlsplit(url).path}")
 
     def _check_url(self, url: str) -> str:
         if _origin(url) != self._allowed_origin:
@@ -74,10 +188,27 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, Mapping[str, str], bytes]:
         path = self._check_url(url)
-        response = await super()._request(method, url, headers, body)
-        if method != "GET" and response[0] < 400:
-            self.actions.record(describe_request(method, path, body))
-        return response
+        attempt = 0
+        while True:
+            attempt += 1
+            retryable = method in IDEMPOTENT_METHODS and attempt < MAX_ATTEMPTS
+            try:
+                response = await super()._request(method, url, headers, body)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                GITHUB_REQUESTS.labels(method, "error").inc()
+                if retryable and await self._pause(backoff(attempt), f"{type(exc).__name__} on {method} {path}"):
+                    continue
+                raise
+            status, response_headers, _ = response
+            GITHUB_REQUESTS.labels(method, str(status)).inc()
+            self._rate.update(response_headers)
+            if status in TRANSIENT_STATUSES and retryable and await self._pause(
+                backoff(attempt), f"{status} on {method} {path}"
+            ):
+                continue
+            if method != "GET" and status < 400:
+                self.actions.record(describe_request(method, path, body))
+            return response
 
 
 class DryRunGitHubAPI(HookbotGitHubAPI):
@@ -93,7 +224,7 @@ class DryRunGitHubAPI(HookbotGitHubAPI):
         path = self._check_url(url)
         if method == "GET":
             if self._can_read:
-                return await gh_aiohttp.GitHubAPI._request(self, method, url, headers, body)
+                return await HookbotGitHubAPI._request(self, method, url, headers, body)
             return 200, {"content-type": "application/json"}, b"[]"
         self.actions.record(describe_request(method, path, body))
         return 200, {"content-type": "application/json"}, b'{"dry_run": true}'
@@ -112,6 +243,7 @@ class GitHubClients:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tokens: dict[int, tuple[str, float]] = {}
+        self._rates: dict[int | None, RateLimitState] = {}
         self._token_locks: dict[int, asyncio.Lock] = {}
         self._bot_login: str | None = settings.bot_login
 
@@ -131,7 +263,7 @@ class GitHubClients:
             await self._session.close()
         self._session = None
 
-    async def _installation_token(self, installation_id: int) -> str:
+    async def installation_token(self, installation_id: int) -> str:
         cached = self._tokens.get(installation_id)
         if cached and cached[1] - TOKEN_REFRESH_MARGIN > time.time():
             return cached[0]
@@ -159,7 +291,7 @@ class GitHubClients:
         if self.settings.token:
             return self.settings.token
         if self.settings.app_id and installation_id is not None:
-            return await self._installation_token(installation_id)
+            return await self.installation_token(installation_id)
         return None
 
     async def for_installation(self, installation_id: int | None, actions: ActionLog) -> HookbotGitHubAPI:
@@ -174,7 +306,11 @@ class GitHubClients:
                 base_url=self.settings.api_url,
             )
         token = await self._oauth_token(installation_id)
-        return HookbotGitHubAPI(self.session(), actions=actions, oauth_token=token, base_url=self.settings.api_url)
+        # A personal token has one quota whatever the installation; each App installation has its own.
+        rate = self._rates.setdefault(None if self.settings.token else installation_id, RateLimitState())
+        return HookbotGitHubAPI(
+            self.session(), actions=actions, rate=rate, oauth_token=token, base_url=self.settings.api_url
+        )
 
     async def bot_login(self) -> str | None:
         """The account the bot writes as, so handlers can ignore its own events (asked once, then cached)."""

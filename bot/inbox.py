@@ -1,7 +1,17 @@
-"""The seam between accepting a delivery and acting on it.
+"""The seam between accepting a delivery and acting on it: a durable journal inbox in SQLite.
 
-The HTTP answer never waits for handlers: accepted deliveries go into a bounded inbox served by worker tasks.
-This in-process inbox loses its queue on a crash; the durable SQLite inbox replaces it behind the same shape.
+GitHub never retries a delivery by itself, so once hookbot has answered 202 the delivery must survive a crash.
+Each verified delivery is written to a SQLite journal (WAL, ``synchronous=FULL``) and committed before the
+answer goes out; workers take it from there and mark it finished only after the handlers have run. On start,
+whatever was queued or running when the process died runs again (handlers are idempotent by design: dedupe keys
+per plugin and hidden markers on comments).
+
+Why stdlib ``sqlite3`` on one dedicated thread rather than aiosqlite: a commit with ``synchronous=FULL`` waits
+for an fsync, which must not block the event loop, but aiosqlite hops to its thread once per call (execute,
+then commit), i.e. per request. Here every write, from every concurrent request and worker, is queued as a
+small operation; one writer task hands the whole queue to the thread and runs it as a single transaction
+(group commit), so N concurrent deliveries cost one thread hop and one fsync, and each request awaits only its
+batch's commit. The connection lives on that thread alone.
 """
 
 from __future__ import annotations
@@ -9,24 +19,72 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
 
-from bot.delivery import Delivery
+import orjson
+
+from bot.delivery import Delivery, Source
+from bot.dispatch import DispatchResult
+from bot.github_webhook import parse_payload
+from bot.logs import current_delivery
+from bot.metrics import DELIVERIES_PROCESSED, INBOX_PENDING, JOURNAL_BATCH
+from bot.s3_events import S3_EVENT, delivery_from_s3_record
 
 log = logging.getLogger("hookbot.inbox")
 
-Processor = Callable[[Delivery], Awaitable[object]]
+Processor = Callable[[Delivery], Awaitable[DispatchResult]]
+Admission = Literal["accepted", "duplicate", "busy"]
+T = TypeVar("T")
+
+JOURNAL_FILE = "inbox.sqlite3"
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+POLL_SECONDS = 1.0  # how soon a retry falls due or a `hookbot deliveries retry` is noticed
+MAX_BACKOFF_SECONDS = 600.0
+KEEP_FINISHED_SECONDS = 14 * 24 * 3600  # finished rows are pruned after this (they feed `hookbot deliveries`)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    delivery_id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    body BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_recent ON deliveries (received_at);
+"""
+
+# A new delivery is inserted; a redelivery of a dead letter (GitHub's "Redeliver" button) queues it again; a
+# repeat of anything else changes nothing (rowcount 0) and is answered from its current state.
+INSERT = """
+INSERT INTO deliveries (delivery_id, event, source, received_at, body, state, updated_at)
+VALUES (?, ?, ?, ?, ?, 'queued', ?)
+ON CONFLICT (delivery_id) DO UPDATE SET
+    state = 'queued', attempts = 0, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at
+WHERE state = 'failed'
+"""
 
 
 class Inbox(Protocol):
     @property
     def pending(self) -> int:
-        """Accepted deliveries not yet finished (queued plus in progress)."""
+        """Accepted deliveries not yet finished (queued, waiting for a retry, or in progress)."""
         ...
 
-    async def submit(self, delivery: Delivery) -> bool:
-        """Take a delivery for processing; False when full (the caller answers 503)."""
+    async def submit(self, delivery: Delivery) -> Admission:
+        """Persist a delivery for processing: "busy" when full or shutting down (the caller answers 503)."""
         ...
 
     async def start(self) -> None: ...
@@ -34,45 +92,400 @@ class Inbox(Protocol):
     async def stop(self, grace: float) -> None: ...
 
 
-class MemoryInbox:
-    """A bounded asyncio queue and a fixed pool of workers."""
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    """One delivery as `hookbot deliveries` shows it."""
 
-    def __init__(self, process: Processor, *, capacity: int, workers: int) -> None:
+    delivery_id: str
+    event: str
+    source: str
+    received_at: float
+    state: str
+    attempts: int
+    updated_at: float
+    error: str | None
+
+
+def journal_path(state_dir: Path) -> Path:
+    return state_dir / JOURNAL_FILE
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the journal in autocommit mode; transactions are explicit."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def restore_delivery(event: str, delivery_id: str, body: bytes, source: str, received_at: float) -> Delivery:
+    """Rebuild a Delivery from its journal row by parsing the stored body again, as at the door.
+
+    Only the bytes are stored (no second serialisation on the receive path). A JSON body never starts with
+    ``payload=``, so the form encoding is told apart without storing the content type; an S3 delivery's body is
+    its notification record.
+    """
+    if event == S3_EVENT:
+        restored = delivery_from_s3_record(orjson.loads(body), source=source)  # type: ignore[arg-type]
+        payload = restored.payload
+    else:
+        form = body.startswith(b"payload=")
+        payload = parse_payload(body, "application/x-www-form-urlencoded" if form else "application/json")
+    src: Source = source  # type: ignore[assignment]
+    return Delivery(
+        event=event, delivery_id=delivery_id, payload=payload, body=body, source=src, received_at=received_at
+    )
+
+
+def backoff_seconds(attempt: int, base: float) -> float:
+    """Exponential backoff with "equal jitter": half the step is fixed, half random, so retries spread out."""
+    step = min(MAX_BACKOFF_SECONDS, base * 2.0 ** max(0, attempt - 1))
+    return step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not cryptography
+
+
+def summarize_failure(result: DispatchResult) -> str:
+    return "; ".join(f"{o.handler}: {o.error}" for o in result.outcomes if o.status == "failed")
+
+
+class JournalInbox:
+    """Durable, bounded inbox: SQLite journal with group commit, a fixed worker pool, retries, dead letters."""
+
+    def __init__(
+        self,
+        path: Path,
+        process: Processor,
+        *,
+        capacity: int,
+        workers: int,
+        max_attempts: int = 5,
+        retry_base_seconds: float = 2.0,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self._path = path
+        self._poll_seconds = poll_seconds
         self._process = process
-        self._queue: asyncio.Queue[Delivery] = asyncio.Queue(maxsize=capacity)
+        self._capacity = capacity
         self._workers = workers
+        self._max_attempts = max_attempts
+        self._retry_base = retry_base_seconds
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookbot-journal")
+        self._conn: sqlite3.Connection | None = None
+        self._ops: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._ops_ready = asyncio.Event()
+        self._ready: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._unfinished: set[str] = set()  # counted as pending: queued, waiting for a retry, or running
+        self._scheduled: set[str] = set()  # in the ready queue or running in this process
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._draining = False
+        self._writer: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._in_progress = 0
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize() + self._in_progress
+        return len(self._unfinished)
 
-    async def submit(self, delivery: Delivery) -> bool:
+    # -- the journal thread --------------------------------------------------------------------------------
+
+    def _apply(self, batch: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """Run a batch of operations as one transaction on the journal thread; one result (or error) each."""
+        if self._conn is None:
+            self._conn = connect(self._path)
+        conn = self._conn
+        results: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            self._queue.put_nowait(delivery)
-        except asyncio.QueueFull:
-            return False
-        return True
+            for op in batch:
+                try:
+                    results.append(op(conn))
+                except sqlite3.Error as exc:
+                    results.append(exc)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue one operation for the next group commit and wait until that commit is done."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._ops.append((op, future))
+        self._ops_ready.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._ops_ready.wait()
+            self._ops_ready.clear()
+            batch, self._ops = self._ops, []
+            if not batch:
+                continue
+            JOURNAL_BATCH.observe(len(batch))
+            try:
+                results = await loop.run_in_executor(self._executor, self._apply, [op for op, _ in batch])
+            except Exception as exc:
+                log.exception("journal commit failed")
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    # -- receiving -----------------------------------------------------------------------------------------
+
+    async def submit(self, delivery: Delivery) -> Admission:
+        key = delivery.delivery_id
+        if self._draining:
+            return "busy"
+        if key in self._unfinished:
+            return "accepted"  # the same delivery again while it is still queued: it will run once
+        if len(self._unfinished) >= self._capacity:
+            return "busy"
+        # Counted and marked scheduled before the write so that a concurrent poll cannot schedule it twice.
+        self._unfinished.add(key)
+        self._scheduled.add(key)
+        now = time.time()
+        row = (key, delivery.event, delivery.source, delivery.received_at, delivery.body, now)
+
+        def insert(conn: sqlite3.Connection) -> str:
+            if conn.execute(INSERT, row).rowcount:
+                return QUEUED
+            found = conn.execute("SELECT state FROM deliveries WHERE delivery_id = ?", (key,)).fetchone()
+            return str(found[0])
+
+        try:
+            state = await self._write(insert)
+        except Exception:
+            self._forget(key)
+            log.exception("could not write delivery %s to the journal; answering busy", key)
+            return "busy"
+        if state == DONE:
+            self._forget(key)
+            return "duplicate"
+        self._ready.put_nowait(delivery)
+        INBOX_PENDING.set(self.pending)
+        return "accepted"
+
+    def _forget(self, key: str) -> None:
+        self._unfinished.discard(key)
+        self._scheduled.discard(key)
+        INBOX_PENDING.set(self.pending)
+
+    # -- working -------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="hookbot-journal-writer")
+        keep_after = time.time() - KEEP_FINISHED_SECONDS
+
+        def recover(conn: sqlite3.Connection) -> list[str]:
+            conn.execute("DELETE FROM deliveries WHERE state IN ('done', 'failed') AND updated_at < ?", (keep_after,))
+            rows = conn.execute("SELECT delivery_id FROM deliveries WHERE state IN ('queued', 'running')")
+            return [str(r[0]) for r in rows]
+
+        resumed = await self._write(recover)
+        self._unfinished.update(resumed)
+        if resumed:
+            log.info("resuming %d unfinished deliveries from the journal", len(resumed))
+        INBOX_PENDING.set(self.pending)
         self._tasks = [asyncio.create_task(self._work(), name=f"hookbot-worker-{i}") for i in range(self._workers)]
+        self._tasks.append(asyncio.create_task(self._poll_loop(), name="hookbot-journal-poll"))
+
+    async def _poll_loop(self) -> None:
+        """Schedule what fell due: retries after their backoff, rows resumed at start, rows re-queued by the CLI."""
+        while True:
+            await self._schedule_due()
+            await asyncio.sleep(self._poll_seconds)
+
+    async def _schedule_due(self) -> None:
+        exclude = frozenset(self._scheduled)
+        now = time.time()
+        limit = max(1, self._capacity)
+
+        def due(conn: sqlite3.Connection) -> list[tuple[str, str, str, float, bytes]]:
+            ids = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT delivery_id FROM deliveries WHERE state IN ('queued', 'running') AND next_attempt_at <= ?"
+                    " ORDER BY received_at LIMIT ?",
+                    (now, limit + len(exclude)),
+                )
+                if r[0] not in exclude
+            ][:limit]
+            return [
+                conn.execute(
+                    "SELECT delivery_id, event, source, received_at, body FROM deliveries WHERE delivery_id = ?",
+                    (key,),
+                ).fetchone()
+                for key in ids
+            ]
+
+        for key, event, source, received_at, body in await self._write(due):
+            if key in self._scheduled:
+                continue
+            try:
+                delivery = restore_delivery(event, key, body, source, received_at)
+            except Exception as exc:
+                await self._finish(key, FAILED, f"cannot restore from the journal: {exc}")
+                continue
+            self._unfinished.add(key)
+            self._scheduled.add(key)
+            self._ready.put_nowait(delivery)
+        INBOX_PENDING.set(self.pending)
+
+    async def _work(self) -> None:
+        while not self._draining:
+            delivery = await self._ready.get()
+            if self._draining:
+                return  # leave it queued in the journal for the next start
+            self._busy += 1
+            self._idle.clear()
+            try:
+                await self._run(delivery)
+            except Exception:
+                log.exception("processing delivery %s failed unexpectedly", delivery.delivery_id)
+            finally:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.set()
+
+    async def _run(self, delivery: Delivery) -> None:
+        key = delivery.delivery_id
+        token = current_delivery.set(key)
+        try:
+            now = time.time()
+
+            def begin(conn: sqlite3.Connection) -> int:
+                row = conn.execute(
+                    "UPDATE deliveries SET state = 'running', attempts = attempts + 1, updated_at = ?"
+                    " WHERE delivery_id = ? RETURNING attempts",
+                    (now, key),
+                ).fetchone()
+                return int(row[0]) if row else 0
+
+            attempt = await self._write(begin)
+            if attempt > self._max_attempts:
+                # Attempts are counted when work starts, so a delivery that kills the process every time
+                # is parked here instead of crash-looping the server.
+                await self._finish(key, FAILED, f"gave up after {attempt - 1} attempts", event=delivery.event)
+                return
+            result = await self._process(delivery)
+            if result.duplicate:
+                await self._finish(key, DONE, "already handled elsewhere", event=delivery.event, outcome="duplicate")
+            elif result.ok:
+                await self._finish(key, DONE, None, event=delivery.event)
+            else:
+                error = summarize_failure(result)
+                permanent = all(o.permanent for o in result.outcomes if o.status == "failed")
+                if permanent or attempt >= self._max_attempts:
+                    log.warning("delivery parked as a dead letter after %d attempts: %s", attempt, error)
+                    await self._finish(key, FAILED, error, event=delivery.event)
+                else:
+                    await self._retry_later(key, attempt, error, delivery.event)
+        finally:
+            current_delivery.reset(token)
+
+    async def _retry_later(self, key: str, attempt: int, error: str, event: str) -> None:
+        delay = backoff_seconds(attempt, self._retry_base)
+        log.info("delivery failed (attempt %d); retrying in %.1fs: %s", attempt, delay, error)
+        at, now = time.time() + delay, time.time()
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE deliveries SET state = 'queued', next_attempt_at = ?, error = ?, updated_at = ?"
+                " WHERE delivery_id = ?",
+                (at, error, now, key),
+            )
+        )
+        self._scheduled.discard(key)  # only after the commit: the poll finds it again once due
+        DELIVERIES_PROCESSED.labels(event, "retry").inc()
+
+    async def _finish(
+        self, key: str, state: str, error: str | None, *, event: str = "-", outcome: str | None = None
+    ) -> None:
+        now = time.time()
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE deliveries SET state = ?, error = ?, updated_at = ? WHERE delivery_id = ?",
+                (state, error, now, key),
+            )
+        )
+        self._forget(key)
+        DELIVERIES_PROCESSED.labels(event, outcome or state).inc()
 
     async def stop(self, grace: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), timeout=grace)
+        """Stop taking work, give running handlers ``grace`` seconds, leave everything else in the journal."""
+        self._draining = True
+        if self._busy:
+            log.info("shutting down: waiting up to %.0fs for %d running deliveries", grace, self._busy)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._writer is not None:
+            await self._write(lambda conn: None)  # ops commit in order: this lands after every earlier write
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        left = len(self._unfinished)
+        if left:
+            log.info("%d deliveries left in the journal for the next start", left)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_connection)
+        self._executor.shutdown(wait=True)
 
-    async def _work(self) -> None:
-        while True:
-            delivery = await self._queue.get()
-            self._in_progress += 1
-            try:
-                await self._process(delivery)
-            except Exception:
-                log.exception("processing a delivery failed unexpectedly")
-            finally:
-                self._in_progress -= 1
-                self._queue.task_done()
+
+# -- the `hookbot deliveries` command: short synchronous reads and writes of the same file ---------------------
+
+
+def recent_deliveries(path: Path, *, failed_only: bool = False, limit: int = 50) -> list[JournalRow]:
+    conn = connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT delivery_id, event, source, received_at, state, attempts, updated_at, error FROM deliveries"
+            " WHERE (? = 0 OR state = 'failed') ORDER BY received_at DESC LIMIT ?",
+            (int(failed_only), limit),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [JournalRow(*row) for row in rows]
+
+
+def requeue(path: Path, ids: Iterable[str] = (), *, all_failed: bool = False) -> list[str]:
+    """Queue failed deliveries again; a running server picks them up within a poll, else the next start does.
+
+    Re-queueing (rather than running the handlers in this process) keeps the journal the only place work is
+    taken from, so a delivery can never run in the CLI and in the server at once.
+    """
+    conn = connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        if all_failed:
+            keys = [str(r[0]) for r in conn.execute("SELECT delivery_id FROM deliveries WHERE state = 'failed'")]
+        else:
+            keys = [
+                key
+                for key in ids
+                if conn.execute(
+                    "SELECT 1 FROM deliveries WHERE delivery_id = ? AND state = 'failed'", (key,)
+                ).fetchone()
+            ]
+        now = time.time()
+        conn.executemany(
+            "UPDATE deliveries SET state = 'queued', attempts = 0, next_attempt_at = 0, error = NULL,"
+            " updated_at = ? WHERE delivery_id = ?",
+            [(now, key) for key in keys],
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return keys

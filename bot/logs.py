@@ -6,18 +6,46 @@ log calls are tagged with the delivery they serve without passing ids around.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
+import re
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+
+from bot.metrics import REFUSALS_SUPPRESSED
 
 current_delivery: contextvars.ContextVar[str | None] = contextvars.ContextVar("delivery_id", default=None)
 
 REDACTED = "[redacted]"
 _SECRET_FIELDS = frozenset({"token", "secret", "private_key", "authorization", "password"})
+# Credentials by their shape: GitHub tokens, JWTs (App auth), "token x"/"Bearer x" headers, AWS key ids.
+_SECRET_PATTERN = re.compile(
+    r"gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
+    r"|(?i:\b(?:token|bearer)\s+)[A-Za-z0-9_.=-]{16,}"
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+)
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | bytes | None) -> None:
+    """Remember a configured secret (webhook secret, token) so that no log line ever prints it verbatim."""
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    if text and len(text) >= 8:
+        _known_secrets.add(text)
+
+
+def redact(text: str) -> str:
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _SECRET_PATTERN.sub(REDACTED, text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,7 +56,7 @@ class JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         delivery_id = current_delivery.get()
         if delivery_id:
@@ -36,9 +64,12 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             for key, value in fields.items():
-                line[key] = REDACTED if key.lower() in _SECRET_FIELDS else value
+                if key.lower() in _SECRET_FIELDS:
+                    line[key] = REDACTED
+                else:
+                    line[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
+            line["error"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(line, default=str).decode()
 
 
@@ -50,3 +81,86 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class RefusalLog:
+    """Refusal log lines under a flood: the first ``burst`` of each window one by one, then a count.
+
+    A forged-delivery flood must not turn into a log flood: past the burst, refusals are only counted (by status,
+    and by source up to ``max_sources`` distinct ones, so memory stays flat whatever the sources), and one
+    summary line per window reports them.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        burst: int = 10,
+        window: float = 60.0,
+        max_sources: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._burst = burst
+        self._window = window
+        self._max_sources = max_sources
+        self._clock = clock
+        self._window_start = clock()
+        self._seen = 0
+        self._statuses: Counter[int] = Counter()
+        self._sources: Counter[str] = Counter()
+        self._other_sources = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def refused(self, status: int, reason: str, source: str | None, fields: dict[str, Any]) -> None:
+        now = self._clock()
+        if now - self._window_start >= self._window:
+            self.flush()
+            self._window_start, self._seen = now, 0
+        self._seen += 1
+        if self._seen <= self._burst:
+            self._log.warning("refused delivery: %s", reason, extra={"fields": fields})
+            return
+        REFUSALS_SUPPRESSED.inc()
+        self._statuses[status] += 1
+        source = source or "-"
+        if source in self._sources or len(self._sources) < self._max_sources:
+            self._sources[source] += 1
+        else:
+            self._other_sources += 1
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._timer = loop.call_later(max(0.0, self._window_start + self._window - now), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.flush()
+        self._window_start, self._seen = self._clock(), 0
+
+    def flush(self) -> None:
+        """Write the summary of the refusals not logged one by one (none: nothing to write)."""
+        total = sum(self._statuses.values())
+        if total:
+            sources = dict(self._sources.most_common())
+            if self._other_sources:
+                sources["(other)"] = self._other_sources
+            self._log.warning(
+                "refused %d more deliveries without logging each (flood)",
+                total,
+                extra={
+                    "fields": {
+                        "suppressed": total,
+                        "statuses": {str(k): v for k, v in self._statuses.items()},
+                        "sources": sources,
+                    }
+                },
+            )
+        self._statuses.clear()
+        self._sources.clear()
+        self._other_sources = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

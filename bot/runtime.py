@@ -10,9 +10,10 @@ from pathlib import Path
 
 from bot.aws import AwsClients
 from bot.config import Settings
-from bot.dedupe import MemoryDedupeStore
+from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, MemoryDedupeStore
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
+from bot.logs import register_secret
 from bot.plugins import load_plugins
 from bot.relay import Relay
 from bot.sns import SnsVerifier
@@ -36,28 +37,49 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, *, dry_run: bool | None = None, secrets_: list[bytes] | None = None) -> Runtime:
         effective_dry_run = settings.effective_dry_run if dry_run is None else dry_run
+        secret_values = secrets_ if secrets_ is not None else webhook_secrets(settings)
+        for value in (*secret_values, settings.github.token, settings.github.private_key):
+            register_secret(value)
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
         aws = AwsClients()
         dispatcher = Dispatcher(
             load_plugins(settings.handlers, settings.plugin_sections),
             github=github,
-            dedupe=MemoryDedupeStore(ttl_seconds=settings.dedupe.ttl_seconds),
+            dedupe=dedupe_store(settings, aws),
             aws=aws,
             dry_run=effective_dry_run,
         )
-        secrets = secrets_ if secrets_ is not None else webhook_secrets(settings)
         verifier = SnsVerifier.build(
             settings.sns.topic_arns,
             emulator_urls=(settings.aws_endpoint_url_sns, settings.aws_endpoint_url),
             max_age_seconds=settings.sns.max_age_seconds,
         )
-        relay = Relay(settings.relay.topic_arn, aws, secrets=secrets) if settings.relay.topic_arn else None
-        return cls(settings, dispatcher, github, secrets, verifier, SnsFetcher(), relay)
+        relay = Relay(settings.relay.topic_arn, aws, secrets=secret_values) if settings.relay.topic_arn else None
+        return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay)
 
     async def close(self) -> None:
         """Close what is bound to the running event loop; caches (tokens, certificates) are kept for the next."""
         await self.github.close()
         await self.sns_fetcher.close()
+
+
+def dedupe_store(settings: Settings, aws: AwsClients) -> DedupeStore:
+    """In-process memory, or, with ``[dedupe] table``, the shared DynamoDB table behind that memory as a cache.
+
+    Chosen here so that every entry point (server, Lambda, replay) de-duplicates the same way.
+    """
+    local = MemoryDedupeStore(
+        ttl_seconds=settings.dedupe.ttl_seconds, claim_timeout=settings.dedupe.claim_timeout_seconds
+    )
+    if not settings.dedupe.table:
+        return local
+    shared = DynamoDedupeStore(
+        aws,
+        settings.dedupe.table,
+        ttl_seconds=settings.dedupe.ttl_seconds,
+        claim_timeout=settings.dedupe.claim_timeout_seconds,
+    )
+    return CachedDedupeStore(local, shared)
 
 
 def webhook_secrets(settings: Settings) -> list[bytes]:

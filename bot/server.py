@@ -5,9 +5,11 @@ It verifies, builds a Delivery, hands it to the inbox and answers at once; it ho
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 
 import orjson
 from aiohttp import web
@@ -17,7 +19,8 @@ from bot import __version__
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult
 from bot.github_webhook import WebhookError, delivery_from_github, verify_signature
-from bot.inbox import Inbox, MemoryInbox, Processor
+from bot.inbox import Inbox, JournalInbox, Processor, journal_path
+from bot.logs import RefusalLog
 from bot.metrics import DELIVERIES, HANDLER_SECONDS, INBOX_PENDING, REGISTRY
 from bot.relay import RelayError
 from bot.runtime import Runtime
@@ -30,24 +33,29 @@ log = logging.getLogger("hookbot.server")
 RUNTIME = web.AppKey("runtime", Runtime)
 INBOX = web.AppKey("inbox", Inbox)
 STARTED = web.AppKey("started", float)
+REFUSALS = web.AppKey("refusals", RefusalLog)
 RETRY_AFTER_SECONDS = "5"
+SIGNATURE_256 = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
 
 def refuse(status: int, reason: str, request: web.Request) -> web.Response:
-    """One log line and a short plain answer for every refusal."""
-    log.warning(
-        "refused delivery: %s",
+    """One log line (rate-limited under a flood) and a short plain answer for every refusal.
+
+    Headers of a refused request are unverified, so they are truncated in the log and kept out of metric labels
+    (an attacker choosing label values could grow the metrics registry without bound).
+    """
+    request.app[REFUSALS].refused(
+        status,
         reason,
-        extra={
-            "fields": {
-                "status": status,
-                "remote": request.remote,
-                "event": request.headers.get("X-GitHub-Event"),
-                "github_delivery": request.headers.get("X-GitHub-Delivery"),
-            }
+        request.remote,
+        {
+            "status": status,
+            "remote": request.remote,
+            "event": (request.headers.get("X-GitHub-Event") or "")[:64] or None,
+            "github_delivery": (request.headers.get("X-GitHub-Delivery") or "")[:64] or None,
         },
     )
-    DELIVERIES.labels(request.headers.get("X-GitHub-Event") or "-", f"refused-{status}").inc()
+    DELIVERIES.labels("unverified", f"refused-{status}").inc()
     return web.json_response({"error": reason}, status=status)
 
 
@@ -62,6 +70,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
     signature_sha1 = request.headers.get("X-Hub-Signature")
     if not signature_256 and not signature_sha1:
         return refuse(401, "X-Hub-Signature-256 header is missing", request)
+    if signature_256 and not SIGNATURE_256.fullmatch(signature_256.strip()):
+        # Refused before the body is read: a forged flood costs no reading, hashing or parsing.
+        return refuse(401, "X-Hub-Signature-256 does not match: it is not sha256=<64 hex digits>", request)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -141,24 +152,27 @@ async def receive_sns(request: web.Request) -> web.Response:
 
 
 async def accept(request: web.Request, delivery: Delivery) -> web.Response:
-    """Answer a verified delivery: 200 for ping and repeats, 202 once queued, 503 when the inbox is full."""
-    runtime = request.app[RUNTIME]
+    """Answer a verified delivery: 200 for ping and repeats, 202 once journaled, 503 when the inbox is full.
+
+    Repeats are told by the journal, which remembers finished deliveries across restarts, inside the same
+    group commit that stores new ones; a shared dedupe table is consulted by the worker's claim, off this path.
+    """
     inbox = request.app[INBOX]
     if delivery.event == "ping":
         DELIVERIES.labels("ping", "pong").inc()
         return web.json_response({"ok": True, "zen": delivery.payload.get("zen")})
-    if await runtime.dispatcher.dedupe.is_done(delivery.delivery_id):
-        DELIVERIES.labels(delivery.event, "duplicate").inc()
-        log.info("delivery %s was already handled", delivery.delivery_id)
-        return web.json_response({"delivery": delivery.delivery_id, "status": "already handled"})
-    if not await inbox.submit(delivery):
+    admission = await inbox.submit(delivery)
+    if admission == "busy":
         DELIVERIES.labels(delivery.event, "refused-503").inc()
-        log.warning("inbox full (%d pending); asking GitHub to retry later", inbox.pending)
+        log.warning("inbox full or shutting down (%d pending); asking the sender to retry later", inbox.pending)
         return web.json_response(
             {"error": "busy, retry later"}, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS}
         )
+    if admission == "duplicate":
+        DELIVERIES.labels(delivery.event, "duplicate").inc()
+        log.info("delivery %s was already handled", delivery.delivery_id)
+        return web.json_response({"delivery": delivery.delivery_id, "status": "already handled"})
     DELIVERIES.labels(delivery.event, "accepted").inc()
-    INBOX_PENDING.set(inbox.pending)
     return web.json_response({"delivery": delivery.delivery_id, "status": "accepted"}, status=202)
 
 
@@ -196,10 +210,16 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     settings = runtime.settings
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[RUNTIME] = runtime
-    app[INBOX] = inbox or MemoryInbox(
-        make_processor(runtime), capacity=settings.server.queue_size, workers=settings.server.workers
+    app[INBOX] = inbox or JournalInbox(
+        journal_path(settings.state_dir),
+        make_processor(runtime),
+        capacity=settings.server.queue_size,
+        workers=settings.server.workers,
+        max_attempts=settings.server.max_attempts,
+        retry_base_seconds=settings.server.retry_base_seconds,
     )
     app[STARTED] = time.monotonic()
+    app[REFUSALS] = RefusalLog(log)
     app.router.add_post("/webhook", receive_webhook)
     app.router.add_post("/sns", receive_sns)
     app.router.add_get("/healthz", healthz)
@@ -207,9 +227,30 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[INBOX].start()
+        background = [asyncio.create_task(task) for task in background_tasks(runtime)]
         yield
-        await app[INBOX].stop(grace=25.0)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        app[REFUSALS].flush()
         await runtime.close()
 
+    async def drain(app: web.Application) -> None:
+        # on_shutdown runs once the listening socket is closed (SIGTERM/SIGINT): from here the inbox answers
+        # "busy" (503) to requests still arriving on open connections, running handlers get the grace period,
+        # and whatever is still queued stays in the journal for the next start.
+        await app[INBOX].stop(grace=settings.server.shutdown_grace_seconds)
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(drain)
     return app
+
+
+def background_tasks(runtime: Runtime) -> list[Coroutine[object, object, None]]:
+    """Periodic jobs of a running server: the missed-delivery sweep when ``[github] redeliver_every`` is set."""
+    every = runtime.settings.github.redeliver_every
+    if not every:
+        return []
+    from bot.redeliver import redeliver_periodically
+
+    return [redeliver_periodically(runtime, every)]

@@ -10,11 +10,15 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.fake_github import FakeGitHub
+
+if TYPE_CHECKING:
+    from tests.processes import Server
 
 
 @pytest.fixture
@@ -85,3 +89,14 @@ def moto(moto_server: str) -> str:
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[Server]]:
+    """`hookbot serve` subprocesses a test starts (append them); any still running at the end are killed."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process is not None and server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()

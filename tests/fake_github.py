@@ -1,7 +1,9 @@
 """A fake GitHub REST API: a real aiohttp server on loopback that records every request it is asked.
 
 It knows the few endpoints hookbot's built-ins use and answers anything else from ``responses`` (set by a
-test) or with 404, so a test can assert exactly what the bot asked GitHub to do.
+test) or with 404, so a test can assert exactly what the bot asked GitHub to do. ``faults`` script failures
+(a status with headers, or doing the work and then dropping the connection before answering), and
+``hook_deliveries`` serves the webhook delivery log that `hookbot redeliver` reads.
 """
 
 from __future__ import annotations
@@ -29,6 +31,19 @@ class Recorded:
 
 
 @dataclass
+class Fault:
+    """The next request matching ``method`` and ``path`` (a prefix) is answered ``status`` with ``headers``;
+    with ``drop=True`` it is handled normally and then the connection is cut before the answer goes out."""
+
+    method: str
+    path: str
+    status: int = 502
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
+    times: int = 1
+
+
+@dataclass
 class FakeGitHub:
     requests: list[Recorded] = field(default_factory=list)
     comments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -41,6 +56,12 @@ class FakeGitHub:
     # Commit contents per "owner/repo@sha": path -> bytes, served by the zipball and commits endpoints.
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     delay: float = 0.0
+    faults: list[Fault] = field(default_factory=list)
+    # "/repos/o/r/hooks/1" or "/app/hook" -> delivery attempts, newest first (as GitHub lists them)
+    hook_deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    redelivered: list[tuple[str, int]] = field(default_factory=list)
+    page_size: int = 2  # small, so that pagination is exercised
+    rate_remaining: int = 5000
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def calls(self, method: str, path_prefix: str = "/") -> list[Recorded]:
@@ -56,6 +77,49 @@ class FakeGitHub:
         self.requests.append(Recorded(request.method, request.path, dict(request.headers), data))
         if self.delay:
             await asyncio.sleep(self.delay)
+        fault = self._take_fault(request)
+        if fault is not None and not fault.drop:
+            message = {"message": f"fake fault {fault.status}"}
+            return web.json_response(message, status=fault.status, headers=fault.headers)
+        response = self._answer(request, data)
+        self.rate_remaining -= 1
+        response.headers.update(
+            {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": str(self.rate_remaining), "X-RateLimit-Reset": "0"}
+        )
+        if fault is not None:
+            assert request.transport is not None
+            request.transport.abort()  # the work is done, but the answer never reaches the client
+        return response
+
+    def _take_fault(self, request: web.Request) -> Fault | None:
+        for fault in self.faults:
+            if fault.method == request.method and request.path.startswith(fault.path):
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    def _deliveries(self, request: web.Request) -> web.StreamResponse | None:
+        for base, attempts in self.hook_deliveries.items():
+            if request.method == "GET" and request.path == f"{base}/deliveries":
+                start = int(request.query.get("cursor", "0"))
+                size = min(int(request.query.get("per_page", "30")), self.page_size)
+                headers = {}
+                if start + size < len(attempts):
+                    query = f"per_page={request.query.get('per_page', '30')}&cursor={start + size}"
+                    headers["Link"] = f'<{request.url.with_query(query)}>; rel="next"'
+                return web.json_response(attempts[start : start + size], headers=headers)
+            prefix = f"{base}/deliveries/"
+            if request.method == "POST" and request.path.startswith(prefix) and request.path.endswith("/attempts"):
+                self.redelivered.append((base, int(request.path[len(prefix) :].split("/")[0])))
+                return web.json_response({}, status=202)
+        return None
+
+    def _answer(self, request: web.Request, data: Any) -> web.StreamResponse:
+        deliveries = self._deliveries(request)
+        if deliveries is not None:
+            return deliveries
         canned = self.responses.get((request.method, request.path))
         if canned is not None:
             status, payload = canned

@@ -1,18 +1,32 @@
-"""GitHub clients against the fake GitHub API: App tokens, the pinned origin, dry-run."""
+"""GitHub clients against the fake GitHub API: App tokens, the pinned origin, dry-run, and faults end to end
+(5xx, rate limits, a comment created but its answer lost, permanent 4xx)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
+from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from gidgethub import BadRequest, GitHubBroken, HTTPException, RateLimitExceeded
+from gidgethub.sansio import RateLimit
 
 from bot.config import GitHubSettings
 from bot.context import ActionLog
-from bot.github import GitHubClients, UntrustedURLError
-from tests.fake_github import FakeGitHub
+from bot.github import GitHubClients, UntrustedURLError, is_permanent, rate_limit_wait
+from bot.inbox import journal_path, recent_deliveries
+from bot.metrics import REGISTRY
+from bot.runtime import Runtime, webhook_secrets
+from bot.server import create_app
+from tests.fake_github import FakeGitHub, Fault
+from tests.helpers import fixture_bytes, github_headers, make_settings
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +105,112 @@ async def test_dry_run_with_a_token_reads_from_github(fake_github: tuple[FakeGit
     finally:
         await clients.close()
     assert [(r.method, r.path) for r in fake.requests] == [("GET", "/repos/o/r/issues/1/comments")]
+
+
+ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
+COMMENTS = "/repos/Codertocat/Hello-World/issues/1/comments"
+
+
+@pytest.fixture
+async def bot(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
+) -> tuple[TestClient, FakeGitHub, Path]:
+    fake, url = fake_github
+    settings = make_settings(
+        tmp_path, "[server]\nretry_base_seconds = 0.05\n", GITHUB_TOKEN="ghp_test", GITHUB_API_URL=url
+    )
+    client: TestClient = await aiohttp_client(create_app(Runtime.build(settings, secrets_=webhook_secrets(settings))))
+    return client, fake, tmp_path / "state"
+
+
+async def deliver_and_settle(client: TestClient) -> None:
+    response = await client.post("/webhook", data=ISSUE_OPENED, headers=github_headers(ISSUE_OPENED, "issues"))
+    assert response.status == 202
+    for _ in range(400):
+        if (await (await client.get("/healthz")).json())["pending"] == 0:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("delivery still pending")
+
+
+def journal_states(state_dir: Path) -> list[tuple[str, int]]:
+    return [(row.state, row.attempts) for row in recent_deliveries(journal_path(state_dir))]
+
+
+@pytest.mark.parametrize("status", [502, 503])
+async def test_reads_are_retried_after_5xx(bot: tuple[TestClient, FakeGitHub, Path], status: int) -> None:
+    client, fake, state = bot
+    fake.faults.append(Fault("GET", COMMENTS, status=status, times=2))
+    await deliver_and_settle(client)
+    assert len(fake.calls("GET", COMMENTS)) == 3
+    assert len(fake.comments[COMMENTS]) == 1
+    assert journal_states(state) == [("done", 1)]  # absorbed by the client: one delivery attempt
+    assert REGISTRY.get_sample_value("hookbot_github_requests_total", {"method": "GET", "status": str(status)})
+    assert REGISTRY.get_sample_value("hookbot_github_rate_limit_remaining") == fake.rate_remaining
+    processed = REGISTRY.get_sample_value("hookbot_deliveries_processed_total", {"event": "issues", "outcome": "done"})
+    assert processed and processed >= 1
+
+
+async def test_secondary_rate_limit_waits_retry_after_even_for_a_post(bot: tuple[TestClient, FakeGitHub, Path]) -> None:
+    client, fake, state = bot
+    fake.faults.append(
+        Fault("POST", COMMENTS, status=403, headers={"Retry-After": "1"})  # GitHub refused it: safe to repeat
+    )
+    started = time.monotonic()
+    await deliver_and_settle(client)
+    assert time.monotonic() - started >= 1.0
+    assert len(fake.calls("POST", COMMENTS)) == 2
+    assert len(fake.comments[COMMENTS]) == 1
+    assert journal_states(state) == [("done", 1)]
+
+
+async def test_a_post_answered_502_is_not_repeated_blindly(bot: tuple[TestClient, FakeGitHub, Path]) -> None:
+    client, fake, state = bot
+    fake.faults.append(Fault("POST", COMMENTS, status=502))
+    await deliver_and_settle(client)
+    # The client did not repeat the POST; the inbox retried the delivery, whose marker check found no comment.
+    assert len(fake.calls("POST", COMMENTS)) == 2
+    assert len(fake.comments[COMMENTS]) == 1
+    assert journal_states(state) == [("done", 2)]
+
+
+async def test_comment_created_but_connection_dropped_is_found_by_its_marker(
+    bot: tuple[TestClient, FakeGitHub, Path],
+) -> None:
+    client, fake, state = bot
+    fake.faults.append(Fault("POST", COMMENTS, drop=True))
+    await deliver_and_settle(client)
+    assert len(fake.calls("POST", COMMENTS)) == 1  # the retry saw the marker and did not post again
+    assert len(fake.comments[COMMENTS]) == 1
+    assert journal_states(state) == [("done", 2)]
+    assert REGISTRY.get_sample_value("hookbot_github_requests_total", {"method": "POST", "status": "error"})
+
+
+async def test_permanent_4xx_fails_the_handler_and_is_not_retried(bot: tuple[TestClient, FakeGitHub, Path]) -> None:
+    client, fake, state = bot
+    fake.faults.append(Fault("POST", COMMENTS, status=404))
+    await deliver_and_settle(client)
+    assert len(fake.calls("POST", COMMENTS)) == 1
+    assert journal_states(state) == [("failed", 1)]
+    assert "greeter: BadRequest" in (recent_deliveries(journal_path(state))[0].error or "")
+
+
+def http_error(status: int, headers: dict[str, str], message: str = "x") -> HTTPException:
+    return BadRequest(HTTPStatus(status), message, headers=headers)
+
+
+def test_rate_limit_classification() -> None:
+    now = 1_000_000.0
+    assert rate_limit_wait(http_error(403, {"retry-after": "7"}), now) == 7.0
+    primary = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(now) + 30)}
+    assert rate_limit_wait(http_error(403, primary), now) == 31.0
+    assert rate_limit_wait(http_error(429, {}), now) == 60.0
+    assert rate_limit_wait(http_error(403, {}, "You have exceeded a secondary rate limit"), now) == 60.0
+    assert rate_limit_wait(http_error(403, {}, "Resource not accessible by integration"), now) is None
+    assert is_permanent(http_error(404, {})) and is_permanent(http_error(422, {}))
+    assert not is_permanent(http_error(403, {"retry-after": "1"}))
+    assert not is_permanent(http_error(409, {}))
+    assert not is_permanent(GitHubBroken(HTTPStatus(502)))
+    limit = RateLimit(limit=5000, remaining=0, reset_epoch=now + 60)
+    assert not is_permanent(RateLimitExceeded(limit))
+    assert not is_permanent(ConnectionResetError())

@@ -1,17 +1,16 @@
-"""Log lines are JSON objects carrying the delivery id, and never a secret."""
+"""Log lines are JSON objects carrying the delivery id and never a secret; refusal floods are summarised."""
 
 from __future__ import annotations
 
-import json
 import logging
+from pathlib import Path
 
-from bot.logs import JsonFormatter, current_delivery
+import orjson
+import pytest
 
-
-def render(message: str, **fields: object) -> dict[str, object]:
-    record = logging.LogRecord("hookbot.test", logging.INFO, __file__, 1, message, (), None)
-    record.fields = fields
-    return dict(json.loads(JsonFormatter().format(record)))
+from bot.logs import JsonFormatter, RefusalLog, current_delivery, register_secret
+from bot.runtime import Runtime
+from tests.helpers import make_settings
 
 
 def test_a_line_is_one_json_object_with_the_delivery_id() -> None:
@@ -28,3 +27,63 @@ def test_a_line_is_one_json_object_with_the_delivery_id() -> None:
 def test_secret_fields_are_redacted() -> None:
     line = render("x", token="ghp_abc", secret="s3cret", Authorization="Bearer x")
     assert line["token"] == line["secret"] == line["Authorization"] == "[redacted]"
+
+
+def render(message: str, *args: object, exc: BaseException | None = None, **fields: object) -> dict[str, object]:
+    record = logging.LogRecord("hookbot.test", logging.INFO, __file__, 1, message, args, None)
+    if exc is not None:
+        record.exc_info = (type(exc), exc, None)
+    record.fields = fields
+    return dict(orjson.loads(JsonFormatter().format(record)))
+
+
+def test_tokens_and_configured_secrets_are_redacted(tmp_path: Path) -> None:
+    Runtime.build(make_settings(tmp_path, GITHUB_TOKEN="plain-looking-configured-token"), secrets_=[b"hook-secret-x1"])
+    line = render(
+        "calling with %s and Authorization: Bearer abcdefghijklmnopqrstuvwx",
+        "ghp_0123456789abcdefghijABCDEFGHIJ",
+        exc=RuntimeError("secret was hook-secret-x1, token plain-looking-configured-token"),
+        url="https://x/?jwt=eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxMjM0In0.c2lnbmF0dXJl",
+        token="anything",
+    )
+    text = orjson.dumps(line).decode()
+    for leaked in ("ghp_0123", "abcdefghijklmnop", "hook-secret-x1", "plain-looking", "eyJhbGci", "anything"):
+        assert leaked not in text
+    assert text.count("[redacted]") >= 6
+
+
+def test_delivery_id_comes_from_the_context() -> None:
+    token = current_delivery.set("abc-123")
+    try:
+        assert render("handled")["delivery"] == "abc-123"
+    finally:
+        current_delivery.reset(token)
+
+
+def test_register_secret_ignores_short_values() -> None:
+    register_secret("abc")  # would redact every "abc" in every line
+    assert render("abc")["message"] == "abc"
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_refusal_flood_logs_a_burst_then_one_summary_with_bounded_sources(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    refusals = RefusalLog(logging.getLogger("hookbot.server"), burst=3, window=60, max_sources=2, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="hookbot.server"):
+        for n in range(10_000):
+            refusals.refused(401, "X-Hub-Signature-256 does not match", f"10.0.0.{n % 7}", {"status": 401})
+        assert len(caplog.records) == 3
+        clock.now = 61
+        refusals.refused(401, "bad", "10.0.0.1", {})  # the next window: summary of the last, then a fresh burst
+    summary = caplog.records[3]
+    assert summary.getMessage() == "refused 9997 more deliveries without logging each (flood)"
+    fields = summary.fields  # type: ignore[attr-defined]
+    assert fields["statuses"] == {"401": 9997}
+    assert len(fields["sources"]) == 3 and "(other)" in fields["sources"]  # two named, the rest lumped
+    assert len(caplog.records) == 5

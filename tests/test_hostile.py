@@ -1,0 +1,157 @@
+"""Hostile input: fuzzed bodies, headers and signatures, oversized and malformed requests, forged floods.
+
+The property everywhere: a refusal is a 4xx with a reason, never a 5xx, never an exception escaping, never a
+dead worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.github_webhook import WebhookError, delivery_from_github, sign, verify_signature
+from bot.runtime import Runtime, webhook_secrets
+from bot.server import create_app
+from tests.fake_github import FakeGitHub
+from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings
+
+SECRETS = [SECRET.encode()]
+header_text = st.one_of(st.none(), st.text(max_size=80), st.sampled_from(["sha256=", "sha1=", "sha256=" + "0" * 64]))
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+bodies = st.one_of(
+    st.binary(max_size=2048),
+    json_like.map(lambda value: json.dumps(value).encode()),
+    st.integers(min_value=1, max_value=5000).map(lambda depth: b"[" * depth + b"]" * depth),
+    st.integers(min_value=1, max_value=3000).map(lambda depth: b'{"a":' * depth + b"1" + b"}" * depth),
+)
+content_types = st.one_of(
+    st.none(),
+    st.sampled_from(["application/json", "application/x-www-form-urlencoded", "application/json; charset=utf-8"]),
+    st.text(max_size=40),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=bodies, signature_256=header_text, signature_sha1=header_text, allow_sha1=st.booleans())
+def test_signature_check_only_ever_accepts_the_right_hmac(
+    body: bytes, signature_256: str | None, signature_sha1: str | None, allow_sha1: bool
+) -> None:
+    try:
+        verify_signature(
+            body, signature_256=signature_256, signature_sha1=signature_sha1, secrets=SECRETS, allow_sha1=allow_sha1
+        )
+    except WebhookError as exc:
+        assert exc.status == 401
+    else:  # accepted: only possible with a genuine signature (hypothesis will not forge an HMAC)
+        raise AssertionError(f"accepted a forged signature {signature_256!r} / {signature_sha1!r}")
+    verify_signature(body, signature_256=sign(body, SECRETS[0]), signature_sha1=None, secrets=SECRETS)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=bodies, event=header_text, delivery_id=header_text, content_type=content_types)
+def test_body_and_header_parsing_refuses_with_4xx_or_builds_a_delivery(
+    body: bytes, event: str | None, delivery_id: str | None, content_type: str | None
+) -> None:
+    try:
+        delivery = delivery_from_github(
+            body, event=event, delivery_id=delivery_id, content_type=content_type, source="github-http"
+        )
+    except WebhookError as exc:
+        assert exc.status == 400
+    else:
+        assert isinstance(delivery.payload, dict) and delivery.event == event and delivery.delivery_id
+
+
+@pytest.fixture
+async def client(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
+) -> TestClient:
+    _, url = fake_github
+    config = make_settings(tmp_path, "[server]\nmax_body_bytes = 100000\n", GITHUB_TOKEN="t", GITHUB_API_URL=url)
+    test_client: TestClient = await aiohttp_client(
+        create_app(Runtime.build(config, secrets_=webhook_secrets(config)))
+    )
+    return test_client
+
+
+async def settle(client: TestClient) -> dict[str, Any]:
+    for _ in range(200):
+        health: dict[str, Any] = await (await client.get("/healthz")).json()
+        if health["pending"] == 0:
+            return health
+        await asyncio.sleep(0.02)
+    raise AssertionError("still pending")
+
+
+@pytest.mark.parametrize(
+    ("body", "event", "status"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "issues", 413),  # over the limit before anything else
+        (b"[" * 20_000 + b"]" * 20_000, "issues", 400),  # nesting deeper than the parser allows
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "issues", 400),
+        (b'{"action": "opened", "x": "\xff\xfe"}', "issues", 400),  # invalid UTF-8
+        (b"\x00\x01\x02", "issues", 400),
+        (b'{"zen": "unknown events are accepted and ignored"}', "no_such_event", 202),
+        (b'{"action": "opened"}', "issues", 202),  # a signed but odd payload: the handler fails, not the worker
+    ],
+)
+async def test_signed_hostile_bodies_never_5xx(client: TestClient, body: bytes, event: str, status: int) -> None:
+    response = await client.post("/webhook", data=body, headers=github_headers(body, event))
+    assert response.status == status
+    health = await settle(client)
+    assert health["status"] == "ok"
+    ok = fixture_bytes("github/issues.opened.json")  # the workers are still alive and working
+    assert (await client.post("/webhook", data=ok, headers=github_headers(ok, "issues"))).status == 202
+    await settle(client)
+
+
+async def test_oversized_chunked_body_is_413_without_a_content_length(client: TestClient) -> None:
+    async def chunks() -> Any:
+        for _ in range(200):
+            yield b" " * 1000
+
+    headers = github_headers(b"", "issues")
+    response = await client.post("/webhook", data=chunks(), headers=headers)
+    assert response.status == 413
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-GitHub-Event": "issues" * 3000},  # one header over aiohttp's field limit
+        {f"X-Junk-{n}": "x" for n in range(500)},  # too many headers
+    ],
+)
+async def test_header_limits_answer_4xx(client: TestClient, headers: dict[str, str]) -> None:
+    body = b"{}"
+    response = await client.post("/webhook", data=body, headers={**github_headers(body, "issues"), **headers})
+    assert 400 <= response.status < 500
+
+
+async def test_forged_flood_is_refused_before_reading_and_logged_sparingly(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b"{" + b'"x": 1,' * 10_000 + b'"y": 2}'
+    with caplog.at_level(logging.WARNING, logger="hookbot.server"):
+        for n in range(300):
+            headers = github_headers(body, "issues", **{"X-Hub-Signature-256": "sha256=" + f"{n:064x}"[-64:]})
+            if n % 2:
+                headers["X-Hub-Signature-256"] = "garbage"  # malformed: refused before the body is read
+            response = await client.post("/webhook", data=body, headers=headers)
+            assert response.status == 401
+    lines = [r for r in caplog.records if r.name == "hookbot.server"]
+    assert len(lines) <= 10
+    assert (await client.get("/healthz")).status == 200

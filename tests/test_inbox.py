@@ -1,0 +1,181 @@
+"""The durable journal inbox: group commit, retries and dead letters, resume after a stop, backpressure, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bot.cli import main
+from bot.delivery import Delivery
+from bot.dispatch import DispatchResult, Outcome
+from bot.inbox import JournalInbox, journal_path, recent_deliveries, requeue, restore_delivery
+from bot.metrics import REGISTRY
+from bot.runtime import Runtime, webhook_secrets
+from bot.server import create_app
+from tests.fake_github import FakeGitHub
+from tests.helpers import fixture_bytes, github_headers, make_settings
+
+ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
+
+
+def delivery(n: int, body: bytes = ISSUE_OPENED) -> Delivery:
+    return Delivery(event="issues", delivery_id=f"d-{n}", payload={"n": n}, body=body, source="github-http")
+
+
+class Recorder:
+    """A processor that records calls and answers as told: ok, failing (transient or permanent), or blocking."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.fail: dict[str, bool] = {}  # delivery id -> permanent?
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, item: Delivery) -> DispatchResult:
+        self.calls.append(item.delivery_id)
+        if self.gate is not None:
+            await self.gate.wait()
+        result = DispatchResult(item.delivery_id)
+        if item.delivery_id in self.fail:
+            result.outcomes.append(Outcome("p", "failed", 1.0, "boom", permanent=self.fail[item.delivery_id]))
+        else:
+            result.outcomes.append(Outcome("p", "ok", 1.0))
+        return result
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def make_inbox(tmp_path: Path, process: Recorder, **kwargs: Any) -> JournalInbox:
+    options: dict[str, Any] = {"capacity": 100, "workers": 2, "max_attempts": 3}
+    options.update(retry_base_seconds=0.01, poll_seconds=0.05)
+    options.update(kwargs)
+    return JournalInbox(journal_path(tmp_path), process, **options)
+
+
+def states(tmp_path: Path) -> dict[str, tuple[str, int]]:
+    return {row.delivery_id: (row.state, row.attempts) for row in recent_deliveries(journal_path(tmp_path))}
+
+
+async def test_concurrent_submits_share_commits_and_each_runs_once(tmp_path: Path) -> None:
+    process = Recorder()
+    inbox = make_inbox(tmp_path, process)
+    await inbox.start()
+    commits_before = REGISTRY.get_sample_value("hookbot_journal_batch_size_count") or 0.0
+    answers = await asyncio.gather(*(inbox.submit(delivery(n)) for n in range(50)))
+    commits = (REGISTRY.get_sample_value("hookbot_journal_batch_size_count") or 0.0) - commits_before
+    assert answers == ["accepted"] * 50
+    assert commits < 10  # 50 deliveries, a handful of group commits (worker writes may join them)
+    await until(lambda: inbox.pending == 0)
+    await inbox.stop(grace=1)
+    assert sorted(process.calls) == sorted(f"d-{n}" for n in range(50))
+    assert set(states(tmp_path).values()) == {("done", 1)}
+
+
+async def test_repeat_of_a_finished_delivery_is_a_duplicate(tmp_path: Path) -> None:
+    inbox = make_inbox(tmp_path, Recorder())
+    await inbox.start()
+    assert await inbox.submit(delivery(1)) == "accepted"
+    assert await inbox.submit(delivery(1)) == "accepted"  # still queued: the same delivery, run once
+    await until(lambda: inbox.pending == 0)
+    assert await inbox.submit(delivery(1)) == "duplicate"
+    await inbox.stop(grace=1)
+
+
+async def test_transient_failures_retry_then_park_as_dead_letters(tmp_path: Path) -> None:
+    process = Recorder()
+    process.fail = {"d-1": False, "d-2": True}
+    inbox = make_inbox(tmp_path, process)
+    await inbox.start()
+    await inbox.submit(delivery(1))
+    await inbox.submit(delivery(2))
+    await until(lambda: inbox.pending == 0)
+    assert process.calls.count("d-1") == 3  # max_attempts
+    assert process.calls.count("d-2") == 1  # permanent: no retry
+    assert states(tmp_path) == {"d-1": ("failed", 3), "d-2": ("failed", 1)}
+
+    # `hookbot deliveries retry` re-queues in the journal; the running inbox notices within a poll.
+    process.fail = {}
+    assert sorted(requeue(journal_path(tmp_path), all_failed=True)) == ["d-1", "d-2"]
+    await until(lambda: states(tmp_path) == {"d-1": ("done", 1), "d-2": ("done", 1)})
+    await inbox.stop(grace=1)
+
+
+async def test_stop_leaves_unfinished_work_for_the_next_start(tmp_path: Path) -> None:
+    process = Recorder()
+    process.gate = asyncio.Event()  # handlers hang
+    inbox = make_inbox(tmp_path, process, workers=1)
+    await inbox.start()
+    for n in range(3):
+        await inbox.submit(delivery(n))
+    await until(lambda: len(process.calls) == 1)
+    await inbox.stop(grace=0.05)  # the running one is cut off after the grace period
+    assert await inbox.submit(delivery(9)) == "busy"
+    assert {state for state, _ in states(tmp_path).values()} <= {"queued", "running"}
+
+    again = Recorder()
+    resumed = make_inbox(tmp_path, again)
+    await resumed.start()
+    assert resumed.pending == 3
+    await until(lambda: resumed.pending == 0)
+    await resumed.stop(grace=1)
+    assert sorted(again.calls) == ["d-0", "d-1", "d-2"]
+
+
+async def test_full_inbox_answers_503_with_retry_after(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
+) -> None:
+    fake, url = fake_github
+    fake.delay = 0.5
+    settings = make_settings(tmp_path, "[server]\nqueue_size = 2\nworkers = 1\n", GITHUB_TOKEN="t", GITHUB_API_URL=url)
+    client: TestClient = await aiohttp_client(create_app(Runtime.build(settings, secrets_=webhook_secrets(settings))))
+    answers = [
+        (await client.post("/webhook", data=ISSUE_OPENED, headers=github_headers(ISSUE_OPENED, "issues")))
+        for _ in range(3)
+    ]
+    assert [a.status for a in answers] == [202, 202, 503]
+    assert answers[2].headers["Retry-After"] == "5"
+    assert (await (await client.get("/healthz")).json())["pending"] == 2
+
+
+@pytest.mark.parametrize("form", [False, True])
+def test_restore_parses_the_stored_body_again(form: bool) -> None:
+    body = urlencode({"payload": ISSUE_OPENED.decode()}).encode() if form else ISSUE_OPENED
+    restored = restore_delivery("issues", "id-1", body, "github-http", 123.0)
+    assert restored.payload["issue"]["number"] == 1
+    assert (restored.delivery_id, restored.received_at, restored.body) == ("id-1", 123.0, body)
+
+
+def test_deliveries_command_lists_and_requeues(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    from bot.inbox import connect
+
+    conn = connect(journal_path(tmp_path / "state"))
+    conn.execute(
+        "INSERT INTO deliveries VALUES ('g-1', 'issues', 'github-http', 0, x'7b7d', 'failed', 5, 0, 0, 'p: boom')"
+    )
+    conn.execute("INSERT INTO deliveries VALUES ('g-2', 'push', 'github-http', 1, x'7b7d', 'done', 1, 0, 0, NULL)")
+    conn.close()
+    config = tmp_path / "hookbot.toml"
+    config.write_text(f'[hookbot]\nstate_dir = "{tmp_path / "state"}"\n')
+    assert main(["--config", str(config), "deliveries", "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert "g-1" in out and "failed" in out and "p: boom" in out and "g-2" not in out
+    assert main(["--config", str(config), "deliveries", "retry", "g-1", "g-2"]) == 0
+    captured = capsys.readouterr()
+    assert "queued g-1" in captured.out and "not queued g-2" in captured.err
+    state = sqlite3.connect(journal_path(tmp_path / "state")).execute(
+        "SELECT state, attempts FROM deliveries WHERE delivery_id = 'g-1'"
+    )
+    assert state.fetchone() == ("queued", 0)
