@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import os
@@ -169,8 +168,8 @@ class LambdaEntry:
             return self._refuse(405, f"method {_method(event) or '?'} is not POST", headers)
         try:
             body = _body(event)
-        except binascii.Error:
-            return self._refuse(400, "base64 body is not valid base64", headers)
+        except ValueError:  # binascii.Error, non-ASCII base64 text, or text that cannot be UTF-8 (lone surrogates)
+            return self._refuse(400, "body is not valid base64 or UTF-8", headers)
         if len(body) > settings.server.max_body_bytes:
             return self._refuse(
                 413, f"body of {len(body)} bytes is over the {settings.server.max_body_bytes} limit", headers

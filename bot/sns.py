@@ -27,7 +27,6 @@ Copying this module: it needs only the standard library and, for :meth:`SnsVerif
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -290,7 +289,7 @@ class SnsVerifier:
             raise SnsError(403, f"certificate {message.signing_cert_url} does not hold an RSA key")
         try:
             signature = base64.b64decode(message.signature, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a non-ASCII string (found by the fuzz test)
             raise SnsError(401, "SNS Signature is not base64") from None
         digest: hashes.HashAlgorithm = hashes.SHA1() if message.signature_version == "1" else hashes.SHA256()  # noqa: S303 - SNS SignatureVersion 1 is SHA1 by definition
         try:

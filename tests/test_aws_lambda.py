@@ -184,6 +184,8 @@ async def test_http_events_become_a_comment_once(
         (lambda h: function_url_event(ISSUE_OPENED, {k: v for k, v in h.items() if k != "X-GitHub-Event"}), 400),
         (lambda h: function_url_event(ISSUE_OPENED, h, method="GET"), 405),
         (lambda h: function_url_event(ISSUE_OPENED, h) | {"body": "%%%", "isBase64Encoded": True}, 400),
+        (lambda h: function_url_event(ISSUE_OPENED, h) | {"body": "\u00e9t\u00e9", "isBase64Encoded": True}, 400),
+        (lambda h: function_url_event(ISSUE_OPENED, h) | {"body": "\ud800"}, 400),
         (lambda h: function_url_event(b"{" + b" " * 100_001 + b"}", h), 413),
     ],
 )

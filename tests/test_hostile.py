@@ -1,4 +1,5 @@
-"""Hostile input: fuzzed bodies, headers and signatures, oversized and malformed requests, forged floods.
+"""Hostile input: fuzzed bodies, headers and both signature checks (GitHub HMAC, SNS), oversized and malformed
+requests, forged floods.
 
 The property everywhere: a refusal is a 4xx with a reason, never a 5xx, never an exception escaping, never a
 dead worker.
@@ -21,8 +22,10 @@ from hypothesis import strategies as st
 from bot.github_webhook import WebhookError, delivery_from_github, sign, verify_signature
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
+from bot.sns import SnsError, SnsVerifier, parse_message
 from tests.fake_github import FakeGitHub
 from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings
+from tests.sns_signing import TOPIC, Signer, notification
 
 SECRETS = [SECRET.encode()]
 header_text = st.one_of(st.none(), st.text(max_size=80), st.sampled_from(["sha256=", "sha1=", "sha256=" + "0" * 64]))
@@ -73,6 +76,47 @@ def test_body_and_header_parsing_refuses_with_4xx_or_builds_a_delivery(
         assert exc.status == 400
     else:
         assert isinstance(delivery.payload, dict) and delivery.event == event and delivery.delivery_id
+
+
+SNS_FIELDS = ["Type", "MessageId", "TopicArn", "Message", "Timestamp", "SignatureVersion", "Signature",
+              "SigningCertURL", "SigningCertUrl", "Subject", "SubscribeURL", "UnsubscribeURL", "Token",
+              "MessageAttributes"]
+sns_values = st.one_of(
+    st.none(), st.text(max_size=60), st.integers(), st.lists(st.text(max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=8), st.dictionaries(st.sampled_from(["Type", "Value"]), st.text(max_size=8))),
+)
+sns_documents = st.one_of(
+    st.dictionaries(st.sampled_from(SNS_FIELDS) | st.text(max_size=10), sns_values, max_size=16),
+    json_like,
+)
+SIGNER = Signer()
+SNS_VERIFIER = SnsVerifier.build([TOPIC])
+
+
+@settings(max_examples=400, deadline=None)
+@given(document=sns_documents)
+def test_sns_parsing_and_prechecks_refuse_with_sns_errors_only(document: Any) -> None:
+    try:
+        SNS_VERIFIER.verify(parse_message(document), SIGNER.pem)
+    except SnsError as exc:
+        assert exc.status in {400, 401, 403}
+    else:
+        raise AssertionError("an unsigned fuzzed document verified")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Signature", "Type"]),
+    value=st.text(min_size=1, max_size=60),
+)
+def test_a_signed_sns_message_changed_in_any_field_fails(name: str, value: str) -> None:
+    document = SIGNER.sign(notification("a genuine message"))
+    SNS_VERIFIER.verify(parse_message(document), SIGNER.pem)
+    if document.get(name) == value:
+        return
+    document[name] = value
+    with pytest.raises(SnsError):
+        SNS_VERIFIER.verify(parse_message(document), SIGNER.pem)
 
 
 @pytest.fixture
