@@ -109,10 +109,10 @@ async def redeliver(settings: Settings, since: str, dry_run: bool) -> int:
 
     runtime = Runtime.build(settings, secrets_=[])
     try:
-        report = await ask_redelivery(runtime, parse_duration(since, "--since"), dry_run=dry_run)
+        report = await ask_redelivery(runtime, parse_duration(since, "--since"), dry_run=dry_run or settings.dry_run)
     finally:
         await runtime.close()
-    verb = "would redeliver" if dry_run else "redelivered"
+    verb = "would redeliver" if dry_run or settings.dry_run else "redelivered"
     for guid in report.redelivered:
         print(f"{verb} {guid}")
     for error in report.errors:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import sqlite3
@@ -214,12 +215,15 @@ class JournalInbox:
             self._conn.close()
             self._conn = None
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue one operation for the next group commit and wait until that commit is done."""
+    def _queue_op(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue one operation for the next group commit; the future is done once that commit is."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._ops.append((op, future))
         self._ops_ready.set()
-        return await future
+        return future
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._queue_op(op)
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -265,18 +269,23 @@ class JournalInbox:
             found = conn.execute("SELECT state FROM deliveries WHERE delivery_id = ?", (key,)).fetchone()
             return str(found[0])
 
+        committed = self._queue_op(insert)
+        # The bookkeeping after the commit runs as a callback, not after the await below: a request cancelled
+        # while waiting (the client hung up) must still get its committed delivery queued for a worker.
+        committed.add_done_callback(functools.partial(self._admitted, delivery))
         try:
-            state = await self._write(insert)
+            state = await asyncio.shield(committed)
         except Exception:
-            self._forget(key)
             log.exception("could not write delivery %s to the journal; answering busy", key)
             return "busy"
-        if state == DONE:
-            self._forget(key)
-            return "duplicate"
+        return "duplicate" if state == DONE else "accepted"
+
+    def _admitted(self, delivery: Delivery, committed: asyncio.Future[str]) -> None:
+        if committed.cancelled() or committed.exception() is not None or committed.result() == DONE:
+            self._forget(delivery.delivery_id)
+            return
         self._ready.put_nowait(delivery)
         INBOX_PENDING.set(self.pending)
-        return "accepted"
 
     def _forget(self, key: str) -> None:
         self._unfinished.discard(key)

@@ -154,7 +154,7 @@ async def redeliver_periodically(runtime: Runtime, every: float) -> None:
     """
     while True:
         try:
-            report = await redeliver(runtime, 2 * every)
+            report = await redeliver(runtime, 2 * every, dry_run=runtime.dispatcher.dry_run)
             if report.redelivered or report.errors:
                 log.info(
                     "redelivery sweep: %d asked again, %d errors",

@@ -92,6 +92,17 @@ async def test_repeat_of_a_finished_delivery_is_a_duplicate(tmp_path: Path) -> N
     await inbox.stop(grace=1)
 
 
+async def test_a_submit_cancelled_while_committing_still_runs(tmp_path: Path) -> None:
+    process = Recorder()
+    inbox = make_inbox(tmp_path, process)
+    await inbox.start()
+    request = asyncio.create_task(inbox.submit(delivery(1)))
+    await asyncio.sleep(0)
+    request.cancel()  # the client hung up while its delivery was being committed
+    await until(lambda: process.calls == ["d-1"] and inbox.pending == 0)
+    await inbox.stop(grace=1)
+
+
 async def test_transient_failures_retry_then_park_as_dead_letters(tmp_path: Path) -> None:
     process = Recorder()
     process.fail = {"d-1": False, "d-2": True}
