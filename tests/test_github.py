@@ -151,14 +151,22 @@ async def test_reads_are_retried_after_5xx(bot: tuple[TestClient, FakeGitHub, Pa
     assert processed and processed >= 1
 
 
-async def test_secondary_rate_limit_waits_retry_after_even_for_a_post(bot: tuple[TestClient, FakeGitHub, Path]) -> None:
+@pytest.mark.parametrize(
+    "limit_headers",
+    [
+        {"Retry-After": "1"},  # secondary rate limit
+        {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "{reset}"},  # primary: wait for the reset
+    ],
+)
+async def test_rate_limits_are_waited_out_even_for_a_post(
+    bot: tuple[TestClient, FakeGitHub, Path], limit_headers: dict[str, str]
+) -> None:
     client, fake, state = bot
-    fake.faults.append(
-        Fault("POST", COMMENTS, status=403, headers={"Retry-After": "1"})  # GitHub refused it: safe to repeat
-    )
+    headers = {name: value.format(reset=int(time.time())) for name, value in limit_headers.items()}
+    fake.faults.append(Fault("POST", COMMENTS, status=403, headers=headers))  # GitHub refused it: safe to repeat
     started = time.monotonic()
     await deliver_and_settle(client)
-    assert time.monotonic() - started >= 1.0
+    assert time.monotonic() - started >= 0.9
     assert len(fake.calls("POST", COMMENTS)) == 2
     assert len(fake.comments[COMMENTS]) == 1
     assert journal_states(state) == [("done", 1)]
