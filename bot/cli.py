@@ -107,12 +107,13 @@ def deliveries(settings: Settings, args: argparse.Namespace) -> int:
 async def redeliver(settings: Settings, since: str, dry_run: bool) -> int:
     from bot.redeliver import redeliver as ask_redelivery
 
+    dry_run = dry_run or bool(settings.dry_run)
     runtime = Runtime.build(settings, secrets_=[])
     try:
-        report = await ask_redelivery(runtime, parse_duration(since, "--since"), dry_run=dry_run or settings.dry_run)
+        report = await ask_redelivery(runtime, parse_duration(since, "--since"), dry_run=dry_run)
     finally:
         await runtime.close()
-    verb = "would redeliver" if dry_run or settings.dry_run else "redelivered"
+    verb = "would redeliver" if dry_run else "redelivered"
     for guid in report.redelivered:
         print(f"{verb} {guid}")
     for error in report.errors:

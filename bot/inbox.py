@@ -31,12 +31,12 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import orjson
 
-from bot.delivery import Delivery, Source
+from bot.delivery import S3_EVENT, Delivery, Source
 from bot.dispatch import DispatchResult
 from bot.github_webhook import parse_payload
 from bot.logs import current_delivery
 from bot.metrics import DELIVERIES_PROCESSED, INBOX_PENDING, JOURNAL_BATCH
-from bot.s3_events import S3_EVENT, delivery_from_s3_record
+from bot.s3_events import delivery_from_s3_record
 
 log = logging.getLogger("hookbot.inbox")
 
