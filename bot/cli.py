@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     redeliver.add_argument("--since", default="1h", help="how far back to look: 30m, 1h, 2d (default 1h)")
     redeliver.add_argument("--dry-run", action="store_true", help="only print what would be redelivered")
     redeliver.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+
+    audit = commands.add_parser("audit", help="read the audit log the audit plugin keeps")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    show = audit_commands.add_parser("show", help="print the recorded delivery with this id")
+    show.add_argument("delivery_id", help="the X-GitHub-Delivery id")
+    show.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
     return parser
 
 
@@ -196,6 +202,25 @@ def package(args: argparse.Namespace, config: str | None) -> int:
     return 0
 
 
+def audit_show(settings: Settings, delivery_id: str) -> int:
+    """Print one audit record as JSON; the [audit] section is checked by the plugin's own configure."""
+    import orjson
+
+    from bot.aws import AwsClients
+    from bot.plugins import load_plugins
+    from handlers.audit import read_record
+
+    config = load_plugins(["audit"], settings.plugin_sections)[0].config
+    if config.destination is None:
+        raise ConfigError('[audit] destination is not set; e.g. destination = "dynamodb://hookbot-audit"')
+    record = read_record(config.destination, AwsClients(), delivery_id)
+    if record is None:
+        print(f"hookbot: no audit record of delivery {delivery_id} in {config.destination}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(record, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -211,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return deliveries(settings, args)
         if args.command == "redeliver":
             return asyncio.run(redeliver(settings, args.since, args.dry_run))
+        if args.command == "audit":
+            return audit_show(settings, args.delivery_id)
     except (ConfigError, WebhookError) as exc:
         print(f"hookbot: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -85,6 +86,9 @@ class Settings:
     config_path: Path | None = None
     aws_endpoint_url: str | None = None
     aws_endpoint_url_sns: str | None = None
+    # The environment hookbot started with, for a plugin that hands parts of it on to something it runs (exec:
+    # PATH, LAMBDA_TASK_ROOT, its `env` allow-list). Read here, once, so no plugin reads the environment itself.
+    process_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def effective_dry_run(self) -> bool:
@@ -271,4 +275,5 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
         config_path=path,
         aws_endpoint_url=env.get("AWS_ENDPOINT_URL"),
         aws_endpoint_url_sns=env.get("AWS_ENDPOINT_URL_SNS"),
+        process_env=MappingProxyType(dict(env)),
     )

@@ -7,10 +7,12 @@ cannot tell, and need not care, whether the event came over HTTP, through SNS, f
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 S3_EVENT = "s3"  # the event name of deliveries made from S3 notifications (bot.s3_events)
+WILDCARD = "*"  # an event filter (and a gidgethub route, see bot/dispatch.py) that matches every delivery
 
 Source = Literal["github-http", "sns-http", "lambda-sns", "lambda-s3", "function-url", "replay"]
 
@@ -58,3 +60,7 @@ class Delivery:
     def describe(self) -> str:
         """``issues.opened`` style name used in logs and config filters."""
         return f"{self.event}.{self.action}" if self.action else self.event
+
+    def matches(self, names: Iterable[str]) -> bool:
+        """True when one of a config's event filters names this delivery: ``*``, ``push`` or ``issues.opened``."""
+        return any(name in (WILDCARD, self.event, self.describe()) for name in names)

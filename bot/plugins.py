@@ -2,13 +2,16 @@
 
 A plugin is a module with a module-level ``router = gidgethub.routing.Router()`` (the python/bedevere shape) and,
 optionally, ``configure(section) -> object`` that checks its config section at start and returns what its
-handlers receive as ``ctx.config``. The built-ins are registered in pyproject.toml exactly as a third-party
-package registers its own, so nothing here treats them specially.
+handlers receive as ``ctx.config``. A plugin that hands parts of hookbot's environment on to something it runs
+(exec passes ``PATH`` and an allow-list to its child processes) declares ``configure(section, *, env)`` and gets
+the snapshot bot/config.py read, so no plugin reads the environment itself. The built-ins are registered in
+pyproject.toml exactly as a third-party package registers its own, so nothing here treats them specially.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +34,9 @@ def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def load_plugins(enabled: Sequence[str] | None, sections: Mapping[str, Any]) -> list[Plugin]:
+def load_plugins(
+    enabled: Sequence[str] | None, sections: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> list[Plugin]:
     """Load the enabled plugins (all installed ones when ``enabled`` is None) and configure each."""
     available = installed_plugins()
     names = sorted(available) if enabled is None else list(enabled)
@@ -49,8 +54,15 @@ def load_plugins(enabled: Sequence[str] | None, sections: Mapping[str, Any]) -> 
         section = sections.get(name, {})
         configure = getattr(module, "configure", None)
         try:
-            config = configure(section) if callable(configure) else section
+            config = _configure(configure, section, env or {}) if callable(configure) else section
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"[{name}] config is not valid: {exc}") from None
         plugins.append(Plugin(name=name, router=router, config=config))
     return plugins
+
+
+def _configure(configure: Any, section: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """Call ``configure(section)``, adding ``env=`` only for a plugin that declares it wants the environment."""
+    if "env" in inspect.signature(configure).parameters:
+        return configure(section, env=env)
+    return configure(section)

@@ -43,7 +43,7 @@ class Runtime:
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
         aws = AwsClients()
         dispatcher = Dispatcher(
-            load_plugins(settings.handlers, settings.plugin_sections),
+            load_plugins(settings.handlers, settings.plugin_sections, settings.process_env),
             github=github,
             dedupe=dedupe_store(settings, aws),
             aws=aws,

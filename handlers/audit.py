@@ -1,0 +1,267 @@
+"""Keep a redacted record of every delivery, so an operator can answer "what did GitHub send us, and when".
+
+The seed's SNS-triggered loggers "retain a full or partial copy of messages; watch for and elide sensitive
+information": here the partial copy is the payload with the configured paths replaced by ``[redacted]``, written
+to DynamoDB (with a TTL), to S3 (one object per delivery) or to local JSON-lines files. The record is written
+whatever the other plugins do with the delivery, and in dry-run too: it is hookbot's own log, not an action on
+GitHub. boto3 and file writes run in a thread, so a slow store never holds up the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from gidgethub import sansio
+from gidgethub.abc import GitHubAPI
+from gidgethub.routing import Router
+
+from bot.aws import AwsClients
+from bot.context import HandlerContext
+from bot.delivery import WILDCARD, Delivery
+
+router = Router()
+
+REDACTED = "[redacted]"
+DEFAULT_TTL_DAYS = 90
+DYNAMODB_KEY = "delivery_id"
+DYNAMODB_PAYLOAD_LIMIT = 350_000  # bytes; a DynamoDB item is at most 400 KB, GitHub payloads up to 25 MB
+
+Kind = Literal["dynamodb", "s3", "file"]
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    kind: Kind
+    name: str  # the table, the bucket, or the directory
+    prefix: str = ""  # S3 only: where in the bucket the objects go
+
+    def __str__(self) -> str:
+        return f"{self.kind}://{self.name}/{self.prefix}" if self.kind == "s3" else f"{self.kind}://{self.name}"
+
+
+Pattern = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    destination: Destination | None = None  # None: nothing is recorded (the plugin is installed, not set up)
+    redact: tuple[Pattern, ...] = ()
+    events: tuple[str, ...] = (WILDCARD,)
+    ttl_days: int = DEFAULT_TTL_DAYS
+
+
+def parse_destination(text: str) -> Destination:
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme == "dynamodb" and rest.strip("/") and "/" not in rest.strip("/"):
+        return Destination("dynamodb", rest.strip("/"))
+    if sep and scheme == "s3" and rest.split("/", 1)[0]:
+        bucket, _, prefix = rest.partition("/")
+        return Destination("s3", bucket, prefix)
+    if sep and scheme == "file" and rest:
+        return Destination("file", rest)
+    raise ValueError(
+        f"destination {text!r} is not one of dynamodb://TABLE, s3://BUCKET/PREFIX/ or file://DIRECTORY/"
+    )
+
+
+def parse_pattern(text: str) -> Pattern:
+    """``**.email`` -> ("**", "email"): ``**`` is any number of keys, ``*`` and ``?`` match within one key."""
+    parts = tuple(text.split("."))
+    if not text or any(not part for part in parts):
+        raise ValueError(f"redact path {text!r} has an empty part; write keys joined by dots, e.g. sender.*_url")
+    return parts
+
+
+def configure(section: Mapping[str, Any]) -> AuditConfig:
+    known = {"destination", "redact", "events", "ttl_days"}
+    if unknown := sorted(set(section) - known):
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}; [audit] takes {', '.join(sorted(known))}")
+    destination = section.get("destination")
+    if destination is not None and not isinstance(destination, str):
+        raise ValueError(f"destination must be a string such as dynamodb://hookbot-audit, not {destination!r}")
+    ttl_days = section.get("ttl_days", DEFAULT_TTL_DAYS)
+    if isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days <= 0:
+        raise ValueError(f"ttl_days must be a positive whole number, not {ttl_days!r}")
+    return AuditConfig(
+        destination=parse_destination(destination) if destination else None,
+        redact=tuple(parse_pattern(text) for text in _strings(section.get("redact", []), "redact")),
+        events=_strings(section.get("events", [WILDCARD]), "events"),
+        ttl_days=ttl_days,
+    )
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{what} must be a list of strings, not {value!r}")
+    return tuple(value)
+
+
+State = tuple[Pattern, int]  # a pattern and how many of its parts the keys so far have matched
+
+
+def redact(value: Any, patterns: Iterable[Pattern]) -> Any:
+    """A copy of ``value`` with every key path matching a pattern replaced by ``[redacted]``.
+
+    The patterns are walked together as a small automaton over the key path, so the cost is one pass over the
+    payload whatever their number; subtrees no pattern can reach are shared, not copied. List items are keyed by
+    their index (``commits.*.author.email``).
+    """
+    return _walk(value, frozenset((pattern, 0) for pattern in patterns))
+
+
+def _walk(value: Any, states: frozenset[State]) -> Any:
+    if not states:
+        return value
+    if isinstance(value, Mapping):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return value
+    out = {}
+    for key, child in items:
+        following, hit = _step(states, str(key))
+        out[key] = REDACTED if hit else _walk(child, following)
+    return out if isinstance(value, Mapping) else list(out.values())
+
+
+def _step(states: frozenset[State], key: str) -> tuple[frozenset[State], bool]:
+    """The states after one more key, and whether some pattern matched the whole path up to and with it."""
+    following: set[State] = set()
+    hit = False
+    for pattern, index in _closure(states):
+        part = pattern[index]
+        last = index + 1 == len(pattern)
+        if part == "**":
+            following.add((pattern, index))  # `**` takes this key and may take more
+            hit = hit or last
+        elif fnmatch.fnmatchcase(key, part):
+            if last:
+                hit = True
+            else:
+                following.add((pattern, index + 1))
+    return frozenset(following), hit
+
+
+def _closure(states: frozenset[State]) -> set[State]:
+    """Add the states where a ``**`` matches no key at all."""
+    result = set(states)
+    pending = list(states)
+    while pending:
+        pattern, index = pending.pop()
+        if pattern[index] == "**" and index + 1 < len(pattern) and (pattern, index + 1) not in result:
+            result.add((pattern, index + 1))
+            pending.append((pattern, index + 1))
+    return result
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def build_record(delivery: Delivery, config: AuditConfig) -> dict[str, Any]:
+    return {
+        "delivery_id": delivery.delivery_id,
+        "event": delivery.event,
+        "action": delivery.action,
+        "repository": delivery.repository,
+        "received_at": _iso(delivery.received_at),
+        "source": delivery.source,
+        "expires_at": int(delivery.received_at + config.ttl_days * 86400),
+        "payload": redact(delivery.payload, config.redact),
+    }
+
+
+_file_lock = threading.Lock()  # one writer at a time per process, so JSON lines never interleave
+
+
+def _day_file(directory: Path, received_at: str) -> Path:
+    return directory / f"audit-{received_at[:10]}.jsonl"
+
+
+def write_record(destination: Destination, aws: AwsClients, record: Mapping[str, Any]) -> None:
+    """Store one record (blocking: run it in a thread). A retry of the same delivery overwrites, never doubles,
+    in DynamoDB and S3; a JSON-lines file may then hold the line twice, and ``show`` prints the latest."""
+    if destination.kind == "dynamodb":
+        aws.client("dynamodb").put_item(TableName=destination.name, Item=_dynamodb_item(record))
+    elif destination.kind == "s3":
+        aws.client("s3").put_object(
+            Bucket=destination.name,
+            Key=f"{destination.prefix}{record['delivery_id']}.json",
+            Body=orjson.dumps(record),
+            ContentType="application/json",
+        )
+    else:
+        directory = Path(destination.name)
+        with _file_lock:
+            directory.mkdir(parents=True, exist_ok=True)
+            with _day_file(directory, record["received_at"]).open("ab") as fh:
+                fh.write(orjson.dumps(record) + b"\n")
+
+
+def _dynamodb_item(record: Mapping[str, Any]) -> dict[str, Any]:
+    """DynamoDB attributes; the payload is stored as JSON text (numbers and nesting survive a round trip)."""
+    item: dict[str, Any] = {"expires_at": {"N": str(record["expires_at"])}}
+    for key in ("delivery_id", "event", "action", "repository", "received_at", "source"):
+        if record[key] is not None:
+            item[key] = {"S": record[key]}
+    payload = orjson.dumps(record["payload"])
+    if len(payload) <= DYNAMODB_PAYLOAD_LIMIT:
+        item["payload"] = {"S": payload.decode()}
+    else:
+        item["payload_omitted"] = {"S": f"{len(payload)} bytes: over DynamoDB's 400 KB item limit"}
+    return item
+
+
+def read_record(destination: Destination, aws: AwsClients, delivery_id: str) -> dict[str, Any] | None:
+    """The stored record of one delivery, or None (blocking: for `hookbot audit show`)."""
+    if destination.kind == "dynamodb":
+        response = aws.client("dynamodb").get_item(
+            TableName=destination.name, Key={DYNAMODB_KEY: {"S": delivery_id}}, ConsistentRead=True
+        )
+        item = response.get("Item")
+        if item is None:
+            return None
+        record: dict[str, Any] = {"action": None, "repository": None}
+        record.update((key, next(iter(value.values()))) for key, value in item.items())
+        record["expires_at"] = int(record["expires_at"])
+        if "payload" in record:
+            record["payload"] = orjson.loads(record["payload"])
+        return record
+    if destination.kind == "s3":
+        client = aws.client("s3")
+        try:
+            body = client.get_object(Bucket=destination.name, Key=f"{destination.prefix}{delivery_id}.json")["Body"]
+        except client.exceptions.NoSuchKey:
+            return None
+        found: dict[str, Any] = orjson.loads(body.read())
+        return found
+    latest = None
+    for path in sorted(Path(destination.name).glob("audit-*.jsonl")):
+        with path.open("rb") as fh:
+            for line in fh:
+                if delivery_id.encode() in line:
+                    candidate = orjson.loads(line)
+                    if candidate.get("delivery_id") == delivery_id:
+                        latest = candidate
+    return latest
+
+
+@router.register(WILDCARD)
+async def record_delivery(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+    config: AuditConfig = ctx.config
+    if config.destination is None or not ctx.delivery.matches(config.events):
+        return
+    record = build_record(ctx.delivery, config)
+    await asyncio.to_thread(write_record, config.destination, ctx.aws, record)
+    ctx.log.info(
+        "delivery recorded", extra={"fields": {"delivery": ctx.delivery.delivery_id, "to": str(config.destination)}}
+    )

@@ -1,0 +1,465 @@
+"""Run the user's own executables on events: adnanh/webhook's hooks, in hookbot's plugin shape.
+
+Nothing from a payload ever reaches a shell: the command is an argv list, and each ``{dotted.path}`` placeholder
+is replaced inside its own argv item, so a title such as ``$(rm -rf ~)`` arrives as that text. The payload goes on
+stdin as JSON, and the child gets a new, small environment (``HOOKBOT_*``, ``PATH`` and the names the config
+allows), never hookbot's own, which holds the webhook secret and the GitHub token. Each command runs in its own
+process group, so a timeout kills whatever it started too. Exit 0 is success; anything else raises, which the
+dispatcher records as this plugin's failure so that a retry of the delivery runs the hook again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import os
+import re
+import shlex
+import signal
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from gidgethub import sansio
+from gidgethub.abc import GitHubAPI
+from gidgethub.routing import Router
+
+from bot.context import HandlerContext
+from bot.delivery import WILDCARD, Delivery
+
+router = Router()
+
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_CONCURRENT = 4
+DEFAULT_OUTPUT_LIMIT = 64 * 1024  # bytes kept of each of stdout and stderr; the rest is read and dropped
+COMMENT_LIMIT = 60_000  # GitHub refuses comment bodies over 65536 characters; leave room for the marker
+HOOK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# `{{` and `}}` are literal braces (as in str.format); `{path}` is a placeholder; a lone brace is a mistake.
+TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+FIELD_PATH = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+RESERVED_ENV = frozenset({"PATH", "HOOKBOT_EVENT", "HOOKBOT_ACTION", "HOOKBOT_DELIVERY", "HOOKBOT_REPOSITORY"})
+
+_COMMON_KEYS = frozenset({"sender", "repository", "installation", "organization", "enterprise"})
+# Top-level payload keys of the events hooks most often run on (GitHub Docs, "Webhook events and payloads"), so a
+# placeholder that no delivery of the hook's events can fill is a config error at start, not a failure per push.
+# Events not listed here are checked per delivery only.
+TOP_LEVEL_KEYS: Mapping[str, frozenset[str]] = {
+    "push": _COMMON_KEYS
+    | {"ref", "before", "after", "created", "deleted", "forced", "base_ref", "compare", "commits", "head_commit",
+       "pusher"},
+    "issues": _COMMON_KEYS | {"action", "issue", "changes", "assignee", "label", "milestone"},
+    "issue_comment": _COMMON_KEYS | {"action", "issue", "comment", "changes"},
+    "pull_request": _COMMON_KEYS
+    | {"action", "number", "pull_request", "changes", "assignee", "label", "milestone", "requested_reviewer",
+       "requested_team", "before", "after", "reason"},
+    "create": _COMMON_KEYS | {"ref", "ref_type", "master_branch", "description", "pusher_type"},
+}
+
+
+class HookError(Exception):
+    """A hook could not run or did not succeed for one delivery; the message says which hook and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    name: str
+    events: tuple[str, ...]
+    command: tuple[str, ...]
+    repository: str | None = None
+    branch: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    comment_output: bool = False
+    cwd: Path | None = None
+    # Values of the allow-listed names, taken at start; kept out of repr so they never reach a log line.
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+
+class _Slots:
+    """A concurrency bound shared by every delivery, remade per event loop (a warm Lambda starts a new loop for
+    each invocation, and an asyncio.Semaphore belongs to the loop it first waited in)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        semaphore = self._by_loop.get(loop)
+        if semaphore is None:
+            semaphore = self._by_loop[loop] = asyncio.Semaphore(self.limit)
+        return semaphore
+
+
+@dataclass(frozen=True, slots=True)
+class ExecConfig:
+    hooks: tuple[Hook, ...] = ()
+    path: str = os.defpath
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
+    slots: _Slots = field(default_factory=lambda: _Slots(DEFAULT_MAX_CONCURRENT), compare=False, repr=False)
+
+
+def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConfig:
+    """Check every hook at start, so a typo in a placeholder or an unset env name fails here, not per push.
+
+    ``env`` is the environment snapshot bot/config.py read: ``PATH`` (plus ``LAMBDA_TASK_ROOT``, which Lambda
+    sets to where the deployment package is unpacked, so packaged executables are found by name) and the values
+    of each hook's ``env`` allow-list are copied from it now.
+    """
+    known = {"hooks", "max_concurrent", "output_limit"}
+    if unknown := sorted(set(section) - known):
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}; [exec] takes {', '.join(sorted(known))}")
+    hooks_data = section.get("hooks", [])
+    if not isinstance(hooks_data, list) or not all(isinstance(hook, Mapping) for hook in hooks_data):
+        raise ValueError("hooks must be an array of tables: write each one as [[exec.hooks]]")
+    hooks = tuple(_hook(index, data, env) for index, data in enumerate(hooks_data, start=1))
+    names = [hook.name for hook in hooks]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"hook names must be unique: {', '.join(duplicates)}")
+    path = env.get("PATH") or os.defpath
+    if task_root := env.get("LAMBDA_TASK_ROOT"):
+        path = f"{path}{os.pathsep}{task_root}"
+    return ExecConfig(
+        hooks=hooks,
+        path=path,
+        output_limit=_positive_int(section.get("output_limit", DEFAULT_OUTPUT_LIMIT), "output_limit"),
+        slots=_Slots(_positive_int(section.get("max_concurrent", DEFAULT_MAX_CONCURRENT), "max_concurrent")),
+    )
+
+
+def _hook(index: int, data: Mapping[str, Any], env: Mapping[str, str]) -> Hook:
+    known = {"name", "events", "command", "repository", "branch", "timeout", "comment_output", "cwd", "env"}
+    name = data.get("name", f"hook-{index}")
+    where = f"hook {name!r}"
+    if not isinstance(name, str) or not HOOK_NAME.fullmatch(name):
+        raise ValueError(f"hook {index}: name must be letters, digits, '_', '.' or '-', not {name!r}")
+    if unknown := sorted(set(data) - known):
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; a hook takes {', '.join(sorted(known))}")
+    events = _string_list(data.get("events"), f"{where}: events")
+    if not events:
+        raise ValueError(f'{where}: events must name at least one event, e.g. ["push", "issues.opened"]')
+    command = _string_list(data.get("command"), f"{where}: command")
+    if not command or not command[0]:
+        raise ValueError(f'{where}: command must be a non-empty argv list, e.g. ["./scripts/on-push.sh", "{{after}}"]')
+    for item in command:
+        for path in _placeholders(item, where):
+            _check_top_level(path, events, where)
+    timeout = data.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ValueError(f"{where}: timeout must be a positive number of seconds, not {timeout!r}")
+    comment_output = data.get("comment_output", False)
+    if not isinstance(comment_output, bool):
+        raise ValueError(f"{where}: comment_output must be true or false, not {comment_output!r}")
+    allowed = _string_list(data.get("env", []), f"{where}: env")
+    for env_name in allowed:
+        if not ENV_NAME.fullmatch(env_name) or env_name in RESERVED_ENV:
+            raise ValueError(f"{where}: env name {env_name!r} is not allowed (PATH and HOOKBOT_* are always set)")
+        if env_name not in env:
+            raise ValueError(f"{where}: env lists {env_name} but hookbot's environment has no {env_name}")
+    return Hook(
+        name=name,
+        events=events,
+        command=command,
+        repository=_optional_string(data.get("repository"), f"{where}: repository"),
+        branch=_optional_string(data.get("branch"), f"{where}: branch"),
+        timeout=float(timeout),
+        comment_output=comment_output,
+        cwd=Path(cwd) if (cwd := _optional_string(data.get("cwd"), f"{where}: cwd")) else None,
+        env=tuple((env_name, env[env_name]) for env_name in allowed),
+    )
+
+
+def _string_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{what} must be a list of strings, not {value!r}")
+    return tuple(value)
+
+
+def _optional_string(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, not {value!r}")
+    return value
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{what} must be a positive whole number, not {value!r}")
+    return value
+
+
+def _placeholders(item: str, where: str) -> list[str]:
+    """The dotted paths in one argv item; a malformed placeholder or a lone brace is a config error."""
+    paths = []
+    for match in TEMPLATE_TOKEN.finditer(item):
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            continue
+        path = match.group(1)
+        if path is None or not FIELD_PATH.fullmatch(path):
+            raise ValueError(
+                f"{where}: {token!r} in {item!r} is not a placeholder such as {{repository.full_name}} "
+                "(write {{ or }} for a literal brace)"
+            )
+        paths.append(path)
+    return paths
+
+
+def _check_top_level(path: str, events: Sequence[str], where: str) -> None:
+    """Refuse a placeholder whose first key is absent from a payload of one of the hook's (known) events."""
+    top = path.split(".", 1)[0]
+    for name in events:
+        event = name.split(".", 1)[0]
+        keys = TOP_LEVEL_KEYS.get(event)
+        if keys is not None and top not in keys:
+            raise ValueError(
+                f"{where}: {{{path}}} cannot be filled for {event} events: their payloads have no {top!r} "
+                f"(they have {', '.join(sorted(keys))})"
+            )
+
+
+def lookup(payload: Any, path: str) -> Any:
+    """The value at a dotted path; digits index lists (``commits.0.id``). KeyError names the missing part."""
+    value = payload
+    for part in path.split("."):
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise KeyError(part)
+    return value
+
+
+def _as_text(value: Any) -> str:
+    """Strings as they are; numbers, booleans, objects and lists as JSON; null as an empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def render_command(command: Sequence[str], payload: Mapping[str, Any]) -> list[str]:
+    """The argv for one delivery: each placeholder's value lands inside its own argv item, never re-parsed."""
+
+    def substitute(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        path = match.group(1)
+        try:
+            return _as_text(lookup(payload, path))
+        except KeyError as exc:
+            raise HookError(f"the payload has no {path!r} (missing {exc.args[0]!r})") from None
+
+    return [TEMPLATE_TOKEN.sub(substitute, item) for item in command]
+
+
+def branch_of(delivery: Delivery) -> str | None:
+    """The branch an event is about: a push's ``refs/heads/<branch>``, a pull request's base branch."""
+    payload = delivery.payload
+    ref = payload.get("ref")
+    if delivery.event == "push" and isinstance(ref, str) and ref.startswith("refs/heads/"):
+        return ref.removeprefix("refs/heads/")
+    pull_request = payload.get("pull_request")
+    if isinstance(pull_request, Mapping):
+        base = pull_request.get("base")
+        if isinstance(base, Mapping) and isinstance(base.get("ref"), str):
+            return str(base["ref"])
+    return None
+
+
+def wants(hook: Hook, delivery: Delivery) -> bool:
+    """The hook's filters: events, then repository and branch (shell-style globs, ``release/*``)."""
+    if not delivery.matches(hook.events):
+        return False
+    if hook.repository is not None and not fnmatch.fnmatchcase(
+        (delivery.repository or "").lower(), hook.repository.lower()
+    ):
+        return False
+    if hook.branch is not None:
+        branch = branch_of(delivery)
+        return branch is not None and fnmatch.fnmatchcase(branch, hook.branch)
+    return True
+
+
+def child_environment(hook: Hook, config: ExecConfig, delivery: Delivery) -> dict[str, str]:
+    """The whole environment of the child: nothing of hookbot's own beyond PATH and the allow-list."""
+    environment = dict(hook.env)
+    environment.update(
+        HOOKBOT_EVENT=delivery.event,
+        HOOKBOT_ACTION=delivery.action or "",
+        HOOKBOT_DELIVERY=delivery.delivery_id,
+        HOOKBOT_REPOSITORY=delivery.repository or "",
+        PATH=config.path,
+    )
+    return environment
+
+
+@dataclass(slots=True)
+class Capture:
+    """Up to ``limit`` bytes of a stream; the rest is read (so the child never blocks on a full pipe) and dropped."""
+
+    limit: int
+    data: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+
+    async def read(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            room = self.limit - len(self.data)
+            self.data += chunk[:room]
+            self.truncated = self.truncated or len(chunk) > room
+
+    def text(self) -> str:
+        suffix = "\n[output trimmed]" if self.truncated else ""
+        return self.data.decode("utf-8", "replace") + suffix
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    hook: Hook
+    argv: list[str]
+    exit_code: int | None  # None: killed at the timeout
+    stdout: str
+    stderr: str
+    ms: float
+
+
+async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
+    """Write the payload and close stdin; a child that exits without reading it is not an error."""
+    try:
+        stdin.write(data)
+        await stdin.drain()
+        stdin.close()
+        await stdin.wait_closed()
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has already gone
+        os.killpg(pid, signal.SIGKILL)
+
+
+def hook_argv(hook: Hook, delivery: Delivery) -> list[str]:
+    try:
+        return render_command(hook.command, delivery.payload)
+    except HookError as exc:
+        raise HookError(f"hook {hook.name!r}: {exc} in this {delivery.describe()} delivery") from None
+
+
+async def run_hook(hook: Hook, config: ExecConfig, delivery: Delivery) -> Run:
+    """Run one hook to completion or to its timeout; the whole process group is killed past the timeout."""
+    argv = hook_argv(hook, delivery)
+    stdin = orjson.dumps(delivery.payload)
+    stdout, stderr = Capture(config.output_limit), Capture(config.output_limit)
+    async with config.slots.get():
+        started = time.perf_counter()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=child_environment(hook, config, delivery),
+                cwd=hook.cwd,
+                start_new_session=True,  # its own process group, so a timeout can kill its children too
+            )
+        except (OSError, ValueError) as exc:  # not found, not executable, or a NUL byte in an argument
+            raise HookError(f"hook {hook.name!r} could not start {argv[0]!r}: {exc}") from None
+        assert process.stdin and process.stdout and process.stderr
+        exit_code: int | None = None
+        try:
+            async with asyncio.timeout(hook.timeout):
+                await asyncio.gather(
+                    _feed(process.stdin, stdin), stdout.read(process.stdout), stderr.read(process.stderr)
+                )
+                exit_code = await process.wait()
+        except TimeoutError:
+            pass
+        finally:
+            if exit_code is None:  # the timeout, or hookbot itself is being stopped: leave nothing behind
+                _kill_group(process.pid)
+                await process.wait()
+    return Run(hook, argv, exit_code, stdout.text(), stderr.text(), round((time.perf_counter() - started) * 1000, 2))
+
+
+def comment_target(payload: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(repository, number) of the issue or pull request a payload is about, if any."""
+    repository = payload.get("repository")
+    for key in ("issue", "pull_request"):
+        item = payload.get(key)
+        if isinstance(item, Mapping) and isinstance(item.get("number"), int) and isinstance(repository, Mapping):
+            return str(repository["full_name"]), int(item["number"])
+    return None
+
+
+def marker(hook: Hook, delivery: Delivery) -> str:
+    return f"<!-- hookbot:exec hook={hook.name} delivery={delivery.delivery_id} -->"
+
+
+async def post_output(gh: GitHubAPI, ctx: HandlerContext, run: Run) -> None:
+    """Comment the trimmed stdout once per delivery and hook: the hidden marker makes a retry find its comment."""
+    target = comment_target(ctx.delivery.payload)
+    text = run.stdout.strip()
+    if target is None or not text:
+        ctx.log.info("hook %s: no issue or pull request to comment on, or no output", run.hook.name)
+        return
+    if len(text) > COMMENT_LIMIT:
+        text = text[:COMMENT_LIMIT] + "\n[output trimmed]"
+    repository, number = target
+    comments_url = f"/repos/{repository}/issues/{number}/comments"
+    hidden = marker(run.hook, ctx.delivery)
+    async for comment in gh.getiter(comments_url):
+        if hidden in (comment.get("body") or ""):
+            return
+    await gh.post(comments_url, data={"body": f"{text}\n\n{hidden}"})
+
+
+async def _run_and_report(hook: Hook, gh: GitHubAPI, ctx: HandlerContext) -> None:
+    delivery = ctx.delivery
+    if ctx.dry_run:
+        argv = hook_argv(hook, delivery)
+        ctx.actions.record(f"run hook {hook.name}: {shlex.join(argv)}")
+        return
+    run = await run_hook(hook, ctx.config, delivery)
+    fields = {
+        "delivery": delivery.delivery_id,
+        "hook": hook.name,
+        "exit_code": run.exit_code,
+        "ms": run.ms,
+        "stdout": run.stdout,
+        "stderr": run.stderr,
+    }
+    if run.exit_code is None:
+        ctx.log.warning("exec hook timed out; its process group was killed", extra={"fields": fields})
+        raise HookError(f"hook {hook.name!r} timed out after {hook.timeout:g}s; its process group was killed")
+    if run.exit_code != 0:
+        ctx.log.warning("exec hook failed", extra={"fields": fields})
+        last_line = run.stderr.strip().splitlines()[-1:] or [""]
+        raise HookError(f"hook {hook.name!r} exited with {run.exit_code}: {last_line[0]}".rstrip(": "))
+    ctx.log.info("exec hook succeeded", extra={"fields": fields})
+    ctx.actions.record(f"ran hook {hook.name}: {shlex.join(run.argv)}")
+    if hook.comment_output:
+        await post_output(gh, ctx, run)
+
+
+@router.register(WILDCARD)
+async def run_matching_hooks(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+    """Run every hook that wants this delivery, side by side; any failure fails the plugin (all rerun on retry)."""
+    config: ExecConfig = ctx.config
+    hooks = [hook for hook in config.hooks if wants(hook, ctx.delivery)]
+    results = await asyncio.gather(*(_run_and_report(hook, gh, ctx) for hook in hooks), return_exceptions=True)
+    failures = [result for result in results if isinstance(result, BaseException)]
+    for failure in failures:
+        if not isinstance(failure, Exception):
+            raise failure  # cancellation: let it through
+    if failures:
+        raise HookError("; ".join(str(failure) for failure in failures))
