@@ -305,42 +305,52 @@ def child_environment(hook: Hook, config: ExecConfig, delivery: Delivery) -> dic
 
 @dataclass(slots=True)
 class Capture:
-    """Up to ``limit`` bytes of a stream; the rest is read (so the child never blocks on a full pipe) and dropped."""
+    """Up to ``limit`` bytes of one output stream; the rest is read (so the child never blocks on a full pipe)
+    and dropped."""
 
     limit: int
     data: bytearray = field(default_factory=bytearray)
     truncated: bool = False
 
-    async def read(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            room = self.limit - len(self.data)
-            self.data += chunk[:room]
-            self.truncated = self.truncated or len(chunk) > room
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        self.data += chunk[:room]
+        self.truncated = self.truncated or len(chunk) > room
 
     def text(self) -> str:
         suffix = "\n[output trimmed]" if self.truncated else ""
         return self.data.decode("utf-8", "replace") + suffix
 
 
+class Collector(asyncio.SubprocessProtocol):
+    """Collects a child's output as it arrives and says when it has exited and closed every pipe.
+
+    asyncio's transport API is used rather than ``create_subprocess_exec`` because its ``close()`` drops our
+    ends of the pipes: ``Process.wait()`` waits for every pipe to close, which a process that left the group
+    (``setsid``) while holding stdout could put off forever.
+    """
+
+    def __init__(self, limit: int, finished: asyncio.Future[None]) -> None:
+        self.outputs = {1: Capture(limit), 2: Capture(limit)}
+        self.finished = finished
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.outputs[fd].add(data if isinstance(data, bytes) else data.encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     hook: Hook
     argv: list[str]
-    exit_code: int | None  # None: killed at the timeout
+    exit_code: int | None  # None: still running at the timeout, then killed
+    timed_out: bool
     stdout: str
     stderr: str
     ms: float
-
-
-async def _feed(stdin: asyncio.StreamWriter, data: bytes) -> None:
-    """Write the payload and close stdin; a child that exits without reading it is not an error."""
-    try:
-        stdin.write(data)
-        await stdin.drain()
-        stdin.close()
-        await stdin.wait_closed()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
 
 
 def _kill_group(pid: int) -> None:
@@ -356,39 +366,45 @@ def hook_argv(hook: Hook, delivery: Delivery) -> list[str]:
 
 
 async def run_hook(hook: Hook, config: ExecConfig, delivery: Delivery) -> Run:
-    """Run one hook to completion or to its timeout; the whole process group is killed past the timeout."""
+    """Run one hook to completion or to its timeout; the whole process group is killed past the timeout.
+
+    The payload is written to stdin (a child that exits without reading it is not an error); completion means
+    the child has exited and closed stdout and stderr, so its output is all read.
+    """
     argv = hook_argv(hook, delivery)
-    stdin = orjson.dumps(delivery.payload)
-    stdout, stderr = Capture(config.output_limit), Capture(config.output_limit)
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
     async with config.slots.get():
         started = time.perf_counter()
         try:
-            process = await asyncio.create_subprocess_exec(
+            transport, collector = await loop.subprocess_exec(
+                lambda: Collector(config.output_limit, finished),
                 *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
                 env=child_environment(hook, config, delivery),
                 cwd=hook.cwd,
                 start_new_session=True,  # its own process group, so a timeout can kill its children too
             )
         except (OSError, ValueError) as exc:  # not found, not executable, or a NUL byte in an argument
             raise HookError(f"hook {hook.name!r} could not start {argv[0]!r}: {exc}") from None
-        assert process.stdin and process.stdout and process.stderr
-        exit_code: int | None = None
+        timed_out = True
         try:
+            stdin = transport.get_pipe_transport(0)
+            assert isinstance(stdin, asyncio.WriteTransport)
+            stdin.write(orjson.dumps(delivery.payload))
+            stdin.close()
             async with asyncio.timeout(hook.timeout):
-                await asyncio.gather(
-                    _feed(process.stdin, stdin), stdout.read(process.stdout), stderr.read(process.stderr)
-                )
-                exit_code = await process.wait()
+                await finished
+            timed_out = False
         except TimeoutError:
             pass
         finally:
-            if exit_code is None:  # the timeout, or hookbot itself is being stopped: leave nothing behind
-                _kill_group(process.pid)
-                await process.wait()
-    return Run(hook, argv, exit_code, stdout.text(), stderr.text(), round((time.perf_counter() - started) * 1000, 2))
+            exit_code = transport.get_returncode()
+            if timed_out:  # the timeout, or hookbot itself is being stopped: leave nothing behind
+                _kill_group(transport.get_pid())
+            transport.close()
+    stdout, stderr = collector.outputs[1].text(), collector.outputs[2].text()
+    ms = round((time.perf_counter() - started) * 1000, 2)
+    return Run(hook, argv, exit_code, timed_out, stdout, stderr, ms)
 
 
 def comment_target(payload: Mapping[str, Any]) -> tuple[str, int] | None:
@@ -438,9 +454,10 @@ async def _run_and_report(hook: Hook, gh: GitHubAPI, ctx: HandlerContext) -> Non
         "stdout": run.stdout,
         "stderr": run.stderr,
     }
-    if run.exit_code is None:
+    if run.timed_out:
         ctx.log.warning("exec hook timed out; its process group was killed", extra={"fields": fields})
-        raise HookError(f"hook {hook.name!r} timed out after {hook.timeout:g}s; its process group was killed")
+        why = "" if run.exit_code is None else f" (it exited with {run.exit_code}, but left its output open)"
+        raise HookError(f"hook {hook.name!r} timed out after {hook.timeout:g}s{why}; its process group was killed")
     if run.exit_code != 0:
         ctx.log.warning("exec hook failed", extra={"fields": fields})
         last_line = run.stderr.strip().splitlines()[-1:] or [""]
