@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -133,8 +134,11 @@ def _walk(value: Any, states: frozenset[State]) -> Any:
     return out if isinstance(value, Mapping) else list(out.values())
 
 
+@functools.lru_cache(maxsize=4096)
 def _step(states: frozenset[State], key: str) -> tuple[frozenset[State], bool]:
-    """The states after one more key, and whether some pattern matched the whole path up to and with it."""
+    """The states after one more key, and whether some pattern matched the whole path up to and with it.
+
+    Cached: payloads repeat the same keys at the same kinds of places, so most steps are a dictionary lookup."""
     following: set[State] = set()
     hit = False
     for pattern, index in _closure(states):
