@@ -20,14 +20,13 @@ from gidgethub.routing import Router
 from bot.aws import AwsClients
 from bot.context import ActionLog, HandlerContext
 from bot.dedupe import DedupeStore
-from bot.delivery import Delivery
+from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
 from bot.plugins import Plugin
 
 log = logging.getLogger("hookbot.dispatch")
 
-WILDCARD_EVENT = "*"
 
 Status = Literal["ok", "failed", "skipped"]
 
@@ -146,7 +145,7 @@ def callbacks_for(router: Router, event: sansio.Event) -> list[Callable[..., Awa
 
     Sorted by name so that a plugin's handlers run in a stable order (gidgethub returns a set).
     """
-    every = sansio.Event(event.data, event=WILDCARD_EVENT, delivery_id=event.delivery_id)
+    every = sansio.Event(event.data, event=WILDCARD, delivery_id=event.delivery_id)
     found = router.fetch(event) | router.fetch(every)
     return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
 

@@ -73,6 +73,19 @@ while not go.exists():
 (go.parent / "done").touch()
 """
 
+# Fails if another copy holds the lock file: run under max_concurrent = 1, no two may overlap.
+EXCLUSIVE = """\
+import os, pathlib, sys, time
+lock = pathlib.Path(sys.argv[1])
+try:
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL)
+except FileExistsError:
+    sys.exit("another hook is running at the same time")
+time.sleep(0.05)
+os.close(fd)
+lock.unlink()
+"""
+
 Build = Callable[[str], Runtime]
 
 
@@ -278,6 +291,16 @@ async def test_output_is_capped(build: Build, tmp_path: Path, caplog: pytest.Log
         assert (await runtime.dispatcher.dispatch(delivery("issues.opened.json", "issues"))).ok
     (record,) = [r for r in caplog.records if r.getMessage() == "exec hook succeeded"]
     assert record.fields["stdout"] == "x" * 1000 + "\n[output trimmed]"  # type: ignore[attr-defined]
+
+
+async def test_concurrency_is_bounded_across_hooks_and_deliveries(build: Build, tmp_path: Path) -> None:
+    exclusive = script(tmp_path, "exclusive.py", EXCLUSIVE)
+    command = [sys.executable, exclusive, str(tmp_path / "lock")]
+    runtime = build("[exec]\nmax_concurrent = 1\n" + hook_toml(command, name="a") + hook_toml(command, name="b"))
+    results = await asyncio.gather(
+        *(runtime.dispatcher.dispatch(delivery("issues.opened.json", "issues")) for _ in range(3))
+    )
+    assert [failures(result) for result in results] == [[], [], []]
 
 
 async def test_comment_output_is_posted_once_with_a_marker(
