@@ -460,8 +460,10 @@ async def _run_and_report(hook: Hook, gh: GitHubAPI, ctx: HandlerContext) -> Non
         raise HookError(f"hook {hook.name!r} timed out after {hook.timeout:g}s{why}; its process group was killed")
     if run.exit_code != 0:
         ctx.log.warning("exec hook failed", extra={"fields": fields})
-        last_line = run.stderr.strip().splitlines()[-1:] or [""]
-        raise HookError(f"hook {hook.name!r} exited with {run.exit_code}: {last_line[0]}".rstrip(": "))
+        assert run.exit_code is not None
+        status = f"exited with {run.exit_code}" if run.exit_code > 0 else f"was killed by signal {-run.exit_code}"
+        last_line = run.stderr.strip().splitlines()[-1:]
+        raise HookError(f"hook {hook.name!r} {status}" + (f": {last_line[0]}" if last_line else ""))
     ctx.log.info("exec hook succeeded", extra={"fields": fields})
     ctx.actions.record(f"ran hook {hook.name}: {shlex.join(run.argv)}")
     if hook.comment_output:

@@ -274,6 +274,12 @@ async def test_non_zero_exit_fails_and_a_retry_runs_it_again(
     assert (tmp_path / "runs").read_text() == "run\nrun\n"
 
 
+async def test_death_by_signal_is_a_failure(build: Build) -> None:
+    runtime = build(hook_toml([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]))
+    result = await runtime.dispatcher.dispatch(delivery("issues.opened.json", "issues"))
+    assert failures(result) == ["HookError: hook 'hook-1' was killed by signal 15"]
+
+
 async def test_missing_field_fails_that_delivery_clearly(build: Build, tmp_path: Path) -> None:
     runtime = build(hook_toml([sys.executable, "-c", "pass", "{issue.number}"], events='["*"]'))
     result = await runtime.dispatcher.dispatch(delivery("push.json", "push"))
