@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -100,3 +101,14 @@ async def servers() -> AsyncIterator[list[Server]]:
         if server.process is not None and server.process.returncode is None:
             server.process.kill()
             await server.process.wait()
+
+
+@pytest.fixture(autouse=True)
+def keep_root_logging() -> Iterator[None]:
+    """Commands run in-process install their own JSON log handler on stderr; put the root logger back after each
+    test so later tests do not write to a stream pytest has already closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
+
+from aiohttp.test_utils import TestClient
 
 from bot.config import Settings, load_settings
 from bot.github_webhook import sign
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "test-webhook-secret"
+
+
+async def wait_idle(client: TestClient, bound: int = 2000) -> None:
+    """Poll /healthz until nothing is pending: a bounded loop, not a timing (every delivery finished, or fail)."""
+    for _ in range(bound):
+        health = await (await client.get("/healthz")).json()
+        if health["pending"] == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("deliveries still pending")
 
 
 def fixture_bytes(name: str) -> bytes:

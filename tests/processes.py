@@ -59,9 +59,10 @@ class Server:
 
     async def post(self, body: bytes, delivery_id: str) -> int:
         headers = github_headers(body, "issues", delivery_id=delivery_id)
-        async with aiohttp.ClientSession() as session, session.post(
-            f"{self.url}/webhook", data=body, headers=headers
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{self.url}/webhook", data=body, headers=headers) as response,
+        ):
             return response.status
 
     async def pending(self) -> int:

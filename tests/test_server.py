@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -16,18 +15,9 @@ from bot.github_webhook import sign
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings
+from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings, wait_idle
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
-
-
-async def wait_idle(client: TestClient) -> None:
-    for _ in range(200):
-        health = await (await client.get("/healthz")).json()
-        if health["pending"] == 0:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("deliveries still pending")
 
 
 @pytest.fixture

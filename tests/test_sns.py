@@ -23,7 +23,7 @@ from bot.sns import SnsError, SnsVerifier, message_time, parse_message, string_t
 from bot.sns_delivery import deliveries_from_notification, event_from_payload
 from bot.sns_fetch import SnsFetcher, verified_message
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, make_settings
+from tests.helpers import SECRET, fixture_bytes, make_settings, wait_idle
 from tests.sns_signing import (
     CERT_URL,
     TOPIC,
@@ -467,14 +467,6 @@ async def sns_bot(
     return SnsBot(client, fake, visits, str(server.make_url("")).rstrip("/"))
 
 
-async def wait_for_comment(fake: FakeGitHub) -> None:
-    for _ in range(200):
-        if fake.posted_comments():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no comment was posted")
-
-
 async def test_post_sns_github_delivery_becomes_a_comment(sns_bot: SnsBot, signer: Signer) -> None:
     client, fake, visits, origin = sns_bot.client, sns_bot.fake, sns_bot.visits, sns_bot.origin
     attributes = {
@@ -485,7 +477,7 @@ async def test_post_sns_github_delivery_becomes_a_comment(sns_bot: SnsBot, signe
     document = signer.sign(notification(ISSUE_OPENED, cert_url=f"{origin}/cert.pem", attributes=attributes))
     response = await client.post("/sns", data=orjson.dumps(document), headers={"Content-Type": "text/plain"})
     assert response.status == 202
-    await wait_for_comment(fake)
+    await wait_idle(client)
     assert fake.posted_comments()[0][0] == "/repos/Codertocat/Hello-World/issues/1/comments"
     again = await client.post("/sns", data=orjson.dumps(document))
     assert again.status == 200 and (await again.json())["status"] == "already handled"
