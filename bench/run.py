@@ -77,6 +77,8 @@ class Round:
     p99_ms: float
     max_ms: float
     rss_mib: float
+    cpu_busy: float  # share of its core the server used from the start of the load until nothing was pending
+    cpu_us_per_request: float
     percentiles_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -156,18 +158,24 @@ class Server:
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
         return round(int(match.group(1)) / 1024, 1) if match else float("nan")
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the server so far (all its threads)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def pending(self) -> int:
         """Accepted deliveries not finished; the bare handler has no work after its answer."""
         if self.name.startswith("bare"):
             return 0
         return int(json.loads(http_get(self.url + "/healthz"))["pending"])
 
-    def drain(self, deadline_s: float = 300.0) -> float:
+    def drain(self, deadline_s: float = 60.0) -> float:
         """Seconds until nothing is pending (polled every 10 ms); raises when the deadline passes."""
         started = time.monotonic()
-        while self.pending() > 0:
+        while (pending := self.pending()) > 0:
             if time.monotonic() - started > deadline_s:
-                raise RuntimeError(f"{self.name}: work still pending after {deadline_s}s")
+                raise RuntimeError(f"{self.name}: {pending} deliveries still pending after {deadline_s}s")
             time.sleep(0.01)
         return time.monotonic() - started
 
@@ -208,8 +216,11 @@ class Load:
 def measure(server: Server, load: Load, number: int, duration_s: int, warmup_s: int) -> Round:
     load.run(server.url, warmup_s)
     server.drain()
+    cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
     stats = load.run(server.url, duration_s)
     drain_s = server.drain()
+    cpu = server.cpu_seconds() - cpu_before
+    wall = time.monotonic() - wall_before
     duration = stats["duration_us"] / 1e6
     socket_errors = sum(stats[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     # Every request carries a new delivery id, so every answer below 400 is an acceptance (202).
@@ -230,6 +241,8 @@ def measure(server: Server, load: Load, number: int, duration_s: int, warmup_s: 
         p99_ms=percentiles["99"],
         max_ms=round(stats["latency_max_us"] / 1000, 3),
         rss_mib=server.rss_mib(),
+        cpu_busy=round(cpu / wall, 2),
+        cpu_us_per_request=round(cpu / max(1, stats["requests"]) * 1e6, 1),
         percentiles_ms=percentiles,
     )
 
@@ -422,7 +435,18 @@ def summarise(rounds: list[Round], soak: list[float], cold: dict[str, Any] | Non
     def med(server: str, key: str) -> float:
         return median([getattr(r, key) for r in rounds if r.server == server])
 
-    keys = ["requests_per_s", "effective_per_s", "p50_ms", "p99_ms", "non_2xx", "socket_errors", "rss_mib", "drain_s"]
+    keys = [
+        "requests_per_s",
+        "effective_per_s",
+        "p50_ms",
+        "p99_ms",
+        "non_2xx",
+        "socket_errors",
+        "rss_mib",
+        "drain_s",
+        "cpu_busy",
+        "cpu_us_per_request",
+    ]
     table = {key: {name: med(name, key) for name in names} for key in keys}
     by_round: dict[int, dict[str, Round]] = collections.defaultdict(dict)
     for r in rounds:
@@ -490,6 +514,8 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
             verdict(stock["effective"] >= 0.5),
         ),
         row("drain after wrk stops (s)", "drain_s", ".2f"),
+        row("server CPU busy (share of its core)", "cpu_busy", ".2f"),
+        row("server CPU per request (us)", "cpu_us_per_request", ".0f"),
         row("p50 latency (ms)", "p50_ms", ".2f"),
         row("p99 latency (ms)", "p99_ms", ".2f", "", "<= 15 ms", verdict(t["p99_ms"]["hookbot"] <= 15)),
         row(
@@ -533,14 +559,14 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
         "<details><summary>every round</summary>",
         "",
         "| server | round | req/s | effective/s | accepted | drain s | p50 ms | p99 ms | max ms | non-2xx | "
-        "socket errors | RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "socket errors | RSS MiB | CPU busy | CPU us/request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rounds:
         lines.append(
             f"| {r.server} | {r.round} | {r.requests_per_s:.0f} | {r.effective_per_s:.0f} | {r.accepted} | "
             f"{r.drain_s:.2f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.non_2xx} | {r.socket_errors} | "
-            f"{r.rss_mib:.1f} |"
+            f"{r.rss_mib:.1f} | {r.cpu_busy:.2f} | {r.cpu_us_per_request:.0f} |"
         )
     lines += ["", "</details>", "", "![latency by percentile](bench/latency.png)"]
     return "\n".join(lines)
@@ -606,6 +632,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
+    # A SIGTERM (e.g. from `timeout`) unwinds through the `finally` blocks, so no server is left running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("wrk and taskset are needed: apt-get install -y wrk util-linux")
     if (os.cpu_count() or 1) < 2:
@@ -629,7 +657,8 @@ def main() -> int:
                 print(
                     f"round {number} {r.server:11} {r.requests_per_s:8.0f} req/s  effective {r.effective_per_s:8.0f}/s"
                     f"  drain {r.drain_s:5.2f}s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms  non-2xx {r.non_2xx}"
-                    f"  socket errors {r.socket_errors}  RSS {r.rss_mib:.1f} MiB",
+                    f"  socket errors {r.socket_errors}  RSS {r.rss_mib:.1f} MiB  CPU {r.cpu_busy:.0%}"
+                    f" = {r.cpu_us_per_request:.0f} us/request",
                     flush=True,
                 )
         if args.only:
