@@ -68,12 +68,14 @@ CREATE INDEX IF NOT EXISTS deliveries_recent ON deliveries (received_at);
 """
 
 # A new delivery is inserted; a redelivery of a dead letter (GitHub's "Redeliver" button) queues it again; a
-# repeat of anything else changes nothing (rowcount 0) and is answered from its current state.
+# repeat of anything else changes nothing (rowcount 0) and is answered from its current state. Either way the
+# delivery goes straight to a worker, so its first attempt is counted in this same commit: the worker starts at
+# once instead of waiting for a second commit (an fsync) per delivery just to count it.
 INSERT = """
-INSERT INTO deliveries (delivery_id, event, source, received_at, body, state, updated_at)
-VALUES (?, ?, ?, ?, ?, 'queued', ?)
+INSERT INTO deliveries (delivery_id, event, source, received_at, body, state, updated_at, attempts)
+VALUES (?, ?, ?, ?, ?, 'queued', ?, 1)
 ON CONFLICT (delivery_id) DO UPDATE SET
-    state = 'queued', attempts = 0, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at
+    state = 'queued', attempts = 1, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at
 WHERE state = 'failed'
 """
 
@@ -175,7 +177,8 @@ class JournalInbox:
         self._conn: sqlite3.Connection | None = None
         self._ops: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._ops_ready = asyncio.Event()
-        self._ready: asyncio.Queue[Delivery] = asyncio.Queue()
+        # Each with whether its attempt is already counted (new deliveries: counted in the admitting commit).
+        self._ready: asyncio.Queue[tuple[Delivery, bool]] = asyncio.Queue()
         self._unfinished: set[str] = set()  # counted as pending: queued, waiting for a retry, or running
         self._scheduled: set[str] = set()  # in the ready queue or running in this process
         self._busy = 0
@@ -284,7 +287,7 @@ class JournalInbox:
         if committed.cancelled() or committed.exception() is not None or committed.result() == DONE:
             self._forget(delivery.delivery_id)
             return
-        self._ready.put_nowait(delivery)
+        self._ready.put_nowait((delivery, True))
         INBOX_PENDING.set(self.pending)
 
     def _forget(self, key: str) -> None:
@@ -350,18 +353,18 @@ class JournalInbox:
                 continue
             self._unfinished.add(key)
             self._scheduled.add(key)
-            self._ready.put_nowait(delivery)
+            self._ready.put_nowait((delivery, False))
         INBOX_PENDING.set(self.pending)
 
     async def _work(self) -> None:
         while not self._draining:
-            delivery = await self._ready.get()
+            delivery, counted = await self._ready.get()
             if self._draining:
                 return  # leave it queued in the journal for the next start
             self._busy += 1
             self._idle.clear()
             try:
-                await self._run(delivery)
+                await self._run(delivery, counted)
             except Exception:
                 log.exception("processing delivery %s failed unexpectedly", delivery.delivery_id)
             finally:
@@ -369,7 +372,7 @@ class JournalInbox:
                 if self._busy == 0:
                     self._idle.set()
 
-    async def _run(self, delivery: Delivery) -> None:
+    async def _run(self, delivery: Delivery, counted: bool) -> None:
         key = delivery.delivery_id
         token = current_delivery.set(key)
         try:
@@ -383,9 +386,9 @@ class JournalInbox:
                 ).fetchone()
                 return int(row[0]) if row else 0
 
-            attempt = await self._write(begin)
+            attempt = 1 if counted else await self._write(begin)
             if attempt > self._max_attempts:
-                # Attempts are counted when work starts, so a delivery that kills the process every time
+                # Attempts are counted before work starts, so a delivery that kills the process every time
                 # is parked here instead of crash-looping the server.
                 await self._finish(key, FAILED, f"gave up after {attempt - 1} attempts", event=delivery.event)
                 return
@@ -422,15 +425,26 @@ class JournalInbox:
     async def _finish(
         self, key: str, state: str, error: str | None, *, event: str = "-", outcome: str | None = None
     ) -> None:
+        """Record the outcome; the worker moves on at once and the delivery stops counting as pending on commit.
+
+        Not waiting for this commit (an fsync) keeps a worker's time per delivery to the handlers' own: until it
+        lands the row still says unfinished, so a crash in between only means the delivery runs once more.
+        """
         now = time.time()
-        await self._write(
+        committed = self._queue_op(
             lambda conn: conn.execute(
                 "UPDATE deliveries SET state = ?, error = ?, updated_at = ? WHERE delivery_id = ?",
                 (state, error, now, key),
             )
         )
+        committed.add_done_callback(functools.partial(self._finished, key, state, event, outcome or state))
+
+    def _finished(self, key: str, state: str, event: str, outcome: str, committed: asyncio.Future[Any]) -> None:
+        if committed.cancelled() or committed.exception() is not None:
+            log.error("could not record delivery %s as %s; it runs again at the next start", key, state)
+            return
         self._forget(key)
-        DELIVERIES_PROCESSED.labels(event, outcome or state).inc()
+        DELIVERIES_PROCESSED.labels(event, outcome).inc()
 
     async def stop(self, grace: float) -> None:
         """Stop taking work, give running handlers ``grace`` seconds, leave everything else in the journal."""
