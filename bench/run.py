@@ -379,6 +379,26 @@ def cold_start(workdir: Path, load: Load, repetitions: int) -> dict[str, Any] | 
 # -------------------------------------------------------------------------------------------- profiling
 
 
+def cprofile(workdir: Path, load: Load, duration_s: int) -> None:
+    """Run hookbot serve under cProfile (its event-loop thread only) through a load and print the top functions.
+
+    Deterministic counts complement py-spy's samples: cProfile inflates cheap calls but sees every one of them,
+    and it does not count the journal thread's fsync waits as time.
+    """
+    import pstats
+
+    stats_path = workdir / "serve.prof"
+    hookbot = make_servers(workdir)[-1]
+    hookbot.argv = ["taskset", "-c", SERVER_CORE, str(PYTHON), "-m", "cProfile", "-o", str(stats_path),
+                    str(HOOKBOT), *hookbot.argv[4:]]  # fmt: skip
+    with hookbot.running():
+        load.run(hookbot.url, duration_s)
+        hookbot.drain()
+    stats = pstats.Stats(str(stats_path))
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(60)
+
+
 def profile(workdir: Path, load: Load, duration_s: int, rate: int) -> None:
     """Run hookbot under wrk with py-spy attached and print where its core goes (self time, top frames)."""
     py_spy = PYTHON.parent / "py-spy"
@@ -630,6 +650,7 @@ def main() -> int:
     parser.add_argument("--only", choices=["bare", "bare-uvloop", "hookbot"], help="measure one server, no report")
     parser.add_argument("--profile", action="store_true", help="profile hookbot with py-spy instead")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--cprofile", action="store_true", help="profile hookbot's loop thread with cProfile instead")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     # A SIGTERM (e.g. from `timeout`) unwinds through the `finally` blocks, so no server is left running.
@@ -642,6 +663,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hookbot-bench-") as tmp:
         workdir = Path(tmp)
         load = Load(workdir, args.connections)
+        if args.cprofile:
+            cprofile(workdir, load, args.duration)
+            return 0
         if args.profile:
             profile(workdir, load, args.duration, args.rate)
             return 0
