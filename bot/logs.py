@@ -81,6 +81,12 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The JSON lines never show the caller's file and line, thread or process, so each record need not look
+    # them up (the logging HOWTO's "Optimization" advice): a few microseconds off each of a delivery's lines.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 class RefusalLog:
