@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -88,11 +88,7 @@ class Dispatcher:
                 log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
                 result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
                 return result
-            result.outcomes = list(
-                await asyncio.gather(
-                    *(self._run_plugin(plugin, event, gh, delivery, actions, bot_login) for plugin in self.plugins)
-                )
-            )
+            result.outcomes = await self._run_plugins(event, gh, delivery, actions, bot_login)
             result.actions = actions.lines
             if result.ok:
                 await self.dedupe.mark_done(delivery.delivery_id)
@@ -102,9 +98,30 @@ class Dispatcher:
         finally:
             current_delivery.reset(token)
 
+    async def _run_plugins(
+        self, event: sansio.Event, gh: object, delivery: Delivery, actions: ActionLog, bot_login: str | None
+    ) -> list[Outcome]:
+        """Run the plugins that have callbacks for this event side by side; the rest are skipped without a task.
+
+        A task per plugin costs more than many handlers' whole work, so plugins with nothing to do get none,
+        and a lone plugin with work is awaited directly. Outcomes keep the plugins' order.
+        """
+        outcomes: list[Outcome | None] = []
+        runs: list[Coroutine[object, object, Outcome]] = []
+        for plugin in self.plugins:
+            callbacks = callbacks_for(plugin.router, event)
+            if callbacks:
+                runs.append(self._run_plugin(plugin, callbacks, event, gh, delivery, actions, bot_login))
+                outcomes.append(None)
+            else:
+                outcomes.append(Outcome(plugin.name, "skipped", 0.0))
+        finished = iter([await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs))
+        return [outcome or next(finished) for outcome in outcomes]
+
     async def _run_plugin(
         self,
         plugin: Plugin,
+        callbacks: list[Callable[..., Awaitable[None]]],
         event: sansio.Event,
         gh: object,
         delivery: Delivery,
@@ -112,8 +129,7 @@ class Dispatcher:
         bot_login: str | None,
     ) -> Outcome:
         key = f"{delivery.delivery_id}/{plugin.name}"
-        callbacks = callbacks_for(plugin.router, event)
-        if not callbacks or await self.dedupe.is_done(key):
+        if await self.dedupe.is_done(key):
             return Outcome(plugin.name, "skipped", 0.0)
         ctx = HandlerContext(
             delivery=delivery,
