@@ -167,7 +167,7 @@ class Server:
     def pending(self) -> int:
         """Accepted deliveries not finished; the bare handler has no work after its answer."""
         if self.name.startswith("bare"):
-            return 0
+            return 0  # it does no work after answering
         return int(json.loads(http_get(self.url + "/healthz"))["pending"])
 
     def drain(self, deadline_s: float = 60.0) -> float:
@@ -397,6 +397,34 @@ def cprofile(workdir: Path, load: Load, duration_s: int) -> None:
     stats = pstats.Stats(str(stats_path))
     stats.sort_stats("tottime").print_stats(30)
     stats.sort_stats("cumulative").print_stats(60)
+
+
+BREAKDOWN = {
+    "hookbot, no plugins (door, journal, dispatch)": "handlers = []\n",
+    "hookbot, greeter only": 'handlers = ["greeter"]\n',
+    "hookbot, every built-in plugin (the default)": "",
+}
+
+
+def breakdown(workdir: Path, load: Load, duration_s: int, warmup_s: int) -> None:
+    """Where a delivery's CPU goes: the HTTP floor (bare on uvloop), then hookbot with more and more plugins.
+
+    The server's core is saturated in every case, so CPU per request is also the inverse of throughput, and it
+    is steadier than requests/s on a shared machine.
+    """
+    env = server_env(workdir)
+    runs = [("bare aiohttp on uvloop (HTTP floor)", make_servers(workdir)[1])]
+    for number, (label, toml) in enumerate(BREAKDOWN.items()):
+        config = workdir / f"breakdown-{number}.toml"
+        config.write_text(toml)
+        argv = [str(HOOKBOT), "serve", "--host", "127.0.0.1", "--config", str(config)]
+        runs.append((label, Server(f"hookbot-{number}", argv, env, workdir)))
+    print("| server | effective deliveries/s | CPU us/request | p99 ms | RSS MiB |")
+    print("|---|---:|---:|---:|---:|")
+    for label, server in runs:
+        with server.running():
+            r = measure(server, load, 1, duration_s, warmup_s)
+        print(f"| {label} | {r.effective_per_s:.0f} | {r.cpu_us_per_request:.0f} | {r.p99_ms:.1f} | {r.rss_mib:.1f} |")
 
 
 def profile(workdir: Path, load: Load, duration_s: int, rate: int) -> None:
@@ -651,6 +679,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="profile hookbot with py-spy instead")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--cprofile", action="store_true", help="profile hookbot's loop thread with cProfile instead")
+    parser.add_argument("--breakdown", action="store_true", help="CPU per request with more and more plugins")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     # A SIGTERM (e.g. from `timeout`) unwinds through the `finally` blocks, so no server is left running.
@@ -663,6 +692,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hookbot-bench-") as tmp:
         workdir = Path(tmp)
         load = Load(workdir, args.connections)
+        if args.breakdown:
+            breakdown(workdir, load, args.duration, args.warmup)
+            return 0
         if args.cprofile:
             cprofile(workdir, load, args.duration)
             return 0
