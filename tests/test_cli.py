@@ -134,3 +134,18 @@ def test_serve_generates_a_secret_once_and_accepts_deliveries_signed_with_it(
         out, _ = process.communicate(timeout=20)
     assert secret not in out
     assert secret_file.read_text().strip() == secret
+
+
+def test_serve_runs_on_uvloop_when_it_is_installed() -> None:
+    import asyncio
+    import importlib.util
+
+    from bot.cli import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        assert type(loop).__module__.split(".")[0] == expected
+        assert loop.run_until_complete(asyncio.sleep(0, result="ran")) == "ran"
+    finally:
+        loop.close()
