@@ -17,6 +17,7 @@ batch's commit. The connection lives on that thread alone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -48,7 +49,11 @@ JOURNAL_FILE = "inbox.sqlite3"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 POLL_SECONDS = 1.0  # how soon a retry falls due or a `hookbot deliveries retry` is noticed
 MAX_BACKOFF_SECONDS = 600.0
-KEEP_FINISHED_SECONDS = 14 * 24 * 3600  # finished rows are pruned after this (they feed `hookbot deliveries`)
+KEEP_FINISHED_SECONDS = 14 * 24 * 3600
+# Pacing: while two deliveries per worker wait for one, a new delivery is held back until a worker takes one,
+# or for PACE_SECONDS at most; then it is admitted anyway (never refused for this).
+PACE_PER_WORKER = 2
+PACE_SECONDS = 0.05  # finished rows are pruned after this (they feed `hookbot deliveries`)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -142,6 +147,11 @@ def restore_delivery(event: str, delivery_id: str, body: bytes, source: str, rec
     )
 
 
+def _wake(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_result(None)
+
+
 def backoff_seconds(attempt: int, base: float) -> float:
     """Exponential backoff with "equal jitter": half the step is fixed, half random, so retries spread out."""
     step = min(MAX_BACKOFF_SECONDS, base * 2.0 ** max(0, attempt - 1))
@@ -179,6 +189,7 @@ class JournalInbox:
         self._ops_ready = asyncio.Event()
         # Each with whether its attempt is already counted (new deliveries: counted in the admitting commit).
         self._ready: asyncio.Queue[tuple[Delivery, bool]] = asyncio.Queue()
+        self._paced: collections.deque[asyncio.Future[None]] = collections.deque()
         self._unfinished: set[str] = set()  # counted as pending: queued, waiting for a retry, or running
         self._scheduled: set[str] = set()  # in the ready queue or running in this process
         self._busy = 0
@@ -260,6 +271,12 @@ class JournalInbox:
             return "accepted"  # the same delivery again while it is still queued: it will run once
         if len(self._unfinished) >= self._capacity:
             return "busy"
+        if self._ready.qsize() >= PACE_PER_WORKER * self._workers:
+            await self._pace()
+            if self._draining:
+                return "busy"
+            if key in self._unfinished:
+                return "accepted"
         # Counted and marked scheduled before the write so that a concurrent poll cannot schedule it twice.
         self._unfinished.add(key)
         self._scheduled.add(key)
@@ -282,6 +299,23 @@ class JournalInbox:
             log.exception("could not write delivery %s to the journal; answering busy", key)
             return "busy"
         return "duplicate" if state == DONE else "accepted"
+
+    async def _pace(self) -> None:
+        """Hold a new delivery back while workers are behind, until one of them takes a delivery (or briefly).
+
+        The door and the workers share one event loop. When handlers are CPU-bound the door, which only waits for
+        group commits, accepts faster than the workers finish, the backlog fills the inbox and the door answers
+        503. Holding each new delivery until a worker takes one slows the door to the workers' pace, so it stays
+        a few milliseconds behind them instead of refusing; when workers wait on I/O the hold ends after
+        PACE_SECONDS at most, so a burst is still taken in up to ``capacity``.
+        """
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._paced.append(turn)
+        timer = asyncio.get_running_loop().call_later(PACE_SECONDS, _wake, turn)
+        try:
+            await turn
+        finally:
+            timer.cancel()
 
     def _admitted(self, delivery: Delivery, committed: asyncio.Future[str]) -> None:
         if committed.cancelled() or committed.exception() is not None or committed.result() == DONE:
@@ -359,6 +393,11 @@ class JournalInbox:
     async def _work(self) -> None:
         while not self._draining:
             delivery, counted = await self._ready.get()
+            while self._paced:
+                turn = self._paced.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    break
             if self._draining:
                 return  # leave it queued in the journal for the next start
             self._busy += 1

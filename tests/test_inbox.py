@@ -190,3 +190,17 @@ def test_deliveries_command_lists_and_requeues(tmp_path: Path, capsys: pytest.Ca
         "SELECT state, attempts FROM deliveries WHERE delivery_id = 'g-1'"
     )
     assert state.fetchone() == ("queued", 0)
+
+
+async def test_workers_behind_slow_the_door_but_never_make_it_refuse(tmp_path: Path) -> None:
+    """With the only worker stuck, the backlog passes two per worker: later deliveries are held, then taken."""
+    process = Recorder()
+    process.gate = asyncio.Event()
+    inbox = make_inbox(tmp_path, process, workers=1)
+    await inbox.start()
+    answers = [await inbox.submit(delivery(n)) for n in range(6)]
+    assert answers == ["accepted"] * 6
+    process.gate.set()
+    await until(lambda: inbox.pending == 0)
+    await inbox.stop(grace=1)
+    assert sorted(process.calls) == [f"d-{n}" for n in range(6)]
