@@ -753,7 +753,9 @@ def main() -> int:
         "segment_s": args.duration,
         "cold_repetitions": args.cold_repetitions,
         "body_bytes": len(load.body),
-        "wrk": " ".join(load.argv("http://127.0.0.1:PORT", args.duration)),
+        "wrk": " ".join(
+            [*load.argv("http://127.0.0.1:PORT", args.duration)[:-4], "BODY_FILE", "SIGNATURE", "ID_PREFIX", "issues"]
+        ).replace(f"{ROOT}/", ""),
     }
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     section = render(config, info, rounds, summary)
