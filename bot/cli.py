@@ -225,8 +225,9 @@ def audit_show(settings: Settings, delivery_id: str) -> int:
     from bot.plugins import load_plugins
     from handlers.audit import read_record
 
-    config = load_plugins(["audit"], settings.plugin_sections)[0].config
-    if config.destination is None:
+    loaded = load_plugins(["audit"], settings.plugin_sections)
+    config = loaded[0].config if loaded else None  # not loaded: installed but not set up
+    if config is None or config.destination is None:
         raise ConfigError('[audit] destination is not set; e.g. destination = "dynamodb://hookbot-audit"')
     record = read_record(config.destination, AwsClients(), delivery_id)
     if record is None:

@@ -4,7 +4,10 @@ A plugin is a module with a module-level ``router = gidgethub.routing.Router()``
 optionally, ``configure(section) -> object`` that checks its config section at start and returns what its
 handlers receive as ``ctx.config``. A plugin that hands parts of hookbot's environment on to something it runs
 (exec passes ``PATH`` and an allow-list to its child processes) declares ``configure(section, *, env)`` and gets
-the snapshot bot/config.py read, so no plugin reads the environment itself. The built-ins are registered in
+the snapshot bot/config.py read, so no plugin reads the environment itself. A plugin that is installed but
+has nothing to do under this config (audit without a destination, exec without hooks) returns ``NOT_SET_UP``
+from ``configure()`` and is not loaded: otherwise it would still run, log and be timed on every delivery, which
+for two idle built-ins was over a quarter of a delivery's CPU (BENCHMARKS.md). The built-ins are registered in
 pyproject.toml exactly as a third-party package registers its own, so nothing here treats them specially.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +25,18 @@ from gidgethub.routing import Router
 from bot.config import ConfigError
 
 ENTRY_POINT_GROUP = "hookbot.handlers"
+
+log = logging.getLogger("hookbot.plugins")
+
+
+class NotSetUp:
+    """The type of ``NOT_SET_UP``: an explicit value, so that a ``configure()`` returning None still loads."""
+
+    def __repr__(self) -> str:
+        return "NOT_SET_UP"
+
+
+NOT_SET_UP = NotSetUp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +73,9 @@ def load_plugins(
             config = _configure(configure, section, env or {}) if callable(configure) else section
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"[{name}] config is not valid: {exc}") from None
+        if config is NOT_SET_UP:
+            log.info("plugin %s is installed but has nothing to do under this config; not loaded", name)
+            continue
         plugins.append(Plugin(name=name, router=router, config=config))
     return plugins
 

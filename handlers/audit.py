@@ -27,6 +27,7 @@ from gidgethub.routing import Router
 from bot.aws import AwsClients
 from bot.context import HandlerContext
 from bot.delivery import WILDCARD, Delivery
+from bot.plugins import NOT_SET_UP, NotSetUp
 
 router = Router()
 
@@ -81,7 +82,7 @@ def parse_pattern(text: str) -> Pattern:
     return parts
 
 
-def configure(section: Mapping[str, Any]) -> AuditConfig:
+def configure(section: Mapping[str, Any]) -> AuditConfig | NotSetUp:
     known = {"destination", "redact", "events", "ttl_days"}
     if unknown := sorted(set(section) - known):
         raise ValueError(f"unknown key(s) {', '.join(unknown)}; [audit] takes {', '.join(sorted(known))}")
@@ -91,12 +92,14 @@ def configure(section: Mapping[str, Any]) -> AuditConfig:
     ttl_days = section.get("ttl_days", DEFAULT_TTL_DAYS)
     if isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days <= 0:
         raise ValueError(f"ttl_days must be a positive whole number, not {ttl_days!r}")
-    return AuditConfig(
+    config = AuditConfig(
         destination=parse_destination(destination) if destination else None,
         redact=tuple(parse_pattern(text) for text in _strings(section.get("redact", []), "redact")),
         events=_strings(section.get("events", [WILDCARD]), "events"),
         ttl_days=ttl_days,
     )
+    # Checked in full first, so a typo is reported even before a destination is set.
+    return config if config.destination is not None else NOT_SET_UP
 
 
 def _strings(value: Any, what: str) -> tuple[str, ...]:

@@ -31,6 +31,7 @@ from gidgethub.routing import Router
 
 from bot.context import HandlerContext
 from bot.delivery import WILDCARD, Delivery
+from bot.plugins import NOT_SET_UP, NotSetUp
 
 router = Router()
 
@@ -106,7 +107,7 @@ class ExecConfig:
     slots: _Slots = field(default_factory=lambda: _Slots(DEFAULT_MAX_CONCURRENT), compare=False, repr=False)
 
 
-def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConfig:
+def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConfig | NotSetUp:
     """Check every hook at start, so a typo in a placeholder or an unset env name fails here, not per push.
 
     ``env`` is the environment snapshot bot/config.py read: ``PATH`` (plus ``LAMBDA_TASK_ROOT``, which Lambda
@@ -123,6 +124,8 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConf
     names = [hook.name for hook in hooks]
     if duplicates := sorted({name for name in names if names.count(name) > 1}):
         raise ValueError(f"hook names must be unique: {', '.join(duplicates)}")
+    if not hooks:
+        return NOT_SET_UP
     path = env.get("PATH") or os.defpath
     if task_root := env.get("LAMBDA_TASK_ROOT"):
         path = f"{path}{os.pathsep}{task_root}"

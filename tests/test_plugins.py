@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.config import ConfigError
@@ -32,3 +34,11 @@ def test_unknown_plugin_is_a_config_error_naming_the_installed_ones() -> None:
 def test_unknown_greeter_setting_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"\[greeter\] config is not valid"):
         load_plugins(["greeter"], {"greeter": {"issue_coment": "typo"}})
+
+
+def test_a_plugin_with_nothing_to_do_under_this_config_is_not_loaded(tmp_path: Path) -> None:
+    """audit without a destination and exec without hooks would only cost time on every delivery."""
+    idle = load_plugins(["audit", "exec", "greeter"], {})
+    assert [plugin.name for plugin in idle] == ["greeter"]
+    set_up = load_plugins(["audit"], {"audit": {"destination": f"file://{tmp_path}"}})
+    assert [plugin.name for plugin in set_up] == ["audit"]
