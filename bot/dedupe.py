@@ -38,6 +38,11 @@ class DedupeStore(Protocol):
 
     async def is_done(self, key: str) -> bool: ...
 
+    async def forget(self, key: str) -> None:
+        """Drop a key nobody will ask about again (a finished delivery's per-plugin marks) to keep memory flat;
+        a shared store may simply let it expire."""
+        ...
+
 
 class MemoryDedupeStore:
     """In-process store with a time to live and a size bound (oldest entries go first)."""
@@ -87,6 +92,9 @@ class MemoryDedupeStore:
 
     async def is_done(self, key: str) -> bool:
         return self._state(key) == DONE
+
+    async def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
 
 
 class DynamoDedupeStore:
@@ -180,6 +188,9 @@ class DynamoDedupeStore:
     async def is_done(self, key: str) -> bool:
         return await asyncio.to_thread(self._is_done, key)
 
+    async def forget(self, key: str) -> None:
+        """Nothing to do: the item's ``expires_at`` TTL removes it, and a delete would cost a round trip."""
+
 
 class CachedDedupeStore:
     """A shared store with this process's memory in front: "done" is final, so it is safe to cache."""
@@ -199,6 +210,10 @@ class CachedDedupeStore:
 
     async def release(self, key: str) -> None:
         await self._shared.release(key)
+
+    async def forget(self, key: str) -> None:
+        await self._local.forget(key)
+        await self._shared.forget(key)
 
     async def is_done(self, key: str) -> bool:
         if await self._local.is_done(key):

@@ -92,6 +92,10 @@ class Dispatcher:
             result.actions = actions.lines
             if result.ok:
                 await self.dedupe.mark_done(delivery.delivery_id)
+                # The per-plugin marks serve only retries of a partly failed delivery; a finished one needs none.
+                for outcome in result.outcomes:
+                    if outcome.status == "ok":
+                        await self.dedupe.forget(f"{delivery.delivery_id}/{outcome.handler}")
             else:
                 await self.dedupe.release(delivery.delivery_id)
             return result

@@ -170,9 +170,7 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
             if wait > 0 and await self._pause(wait, "rate limit spent until its reset"):
                 self._rate.remaining = None
 
-    async def handle_rate_limit_error(
-        self, *, method: str, url: str, exception: HTTPException, attempt: int
-    ) -> bool:
+    async def handle_rate_limit_error(self, *, method: str, url: str, exception: HTTPException, attempt: int) -> bool:
         """After a 403/429 rate-limit refusal: wait and retry (GitHub refused it, so even a POST is safe)."""
         wait = rate_limit_wait(exception)
         if wait is None or attempt >= MAX_ATTEMPTS:
@@ -202,8 +200,10 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
             status, response_headers, _ = response
             GITHUB_REQUESTS.labels(method, str(status)).inc()
             self._rate.update(response_headers)
-            if status in TRANSIENT_STATUSES and retryable and await self._pause(
-                backoff(attempt), f"{status} on {method} {path}"
+            if (
+                status in TRANSIENT_STATUSES
+                and retryable
+                and await self._pause(backoff(attempt), f"{status} on {method} {path}")
             ):
                 continue
             if method != "GET" and status < 400:

@@ -75,3 +75,17 @@ async def test_a_github_failure_fails_only_that_delivery_and_a_retry_runs_it_aga
     await runtime.close()
     assert retried.ok and not retried.duplicate
     assert len(fake.comments[path]) == 1
+
+
+async def test_a_finished_delivery_keeps_one_dedupe_mark_not_one_per_plugin(
+    runtime: Runtime, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    """Per-plugin marks only serve retries of a partly failed delivery; keeping them would double the memory."""
+    opened = delivery("issues.opened.json", "issues")
+    result = await runtime.dispatcher.dispatch(opened)
+    await runtime.close()
+    assert result.ok and [o.handler for o in result.outcomes if o.status == "ok"] == ["greeter"]
+    dedupe = runtime.dispatcher.dedupe
+    assert await dedupe.is_done(opened.delivery_id)
+    assert not await dedupe.is_done(f"{opened.delivery_id}/greeter")
+    assert (await runtime.dispatcher.dispatch(opened)).duplicate
