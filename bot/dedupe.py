@@ -45,14 +45,19 @@ class DedupeStore(Protocol):
 
 
 class MemoryDedupeStore:
-    """In-process store with a time to live and a size bound (oldest entries go first)."""
+    """In-process store with a time to live and a size bound (oldest entries go first).
+
+    The bound is small on purpose: the long memory is the durable journal (container) or the DynamoDB table
+    (replicas, Lambda); this store covers deliveries in flight and recent repeats, and at 20,000 entries it
+    costs about 5 MiB instead of growing into the server's memory budget.
+    """
 
     def __init__(
         self,
         *,
         ttl_seconds: float = 7 * 24 * 3600,
         claim_timeout: float = 900.0,
-        max_entries: int = 100_000,
+        max_entries: int = 20_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
