@@ -40,6 +40,7 @@ from gidgethub import aiohttp as gh_aiohttp
 from bot import USER_AGENT
 from bot.config import GitHubSettings
 from bot.context import ActionLog
+from bot.loop_session import LoopSession
 from bot.metrics import GITHUB_RATE_LIMIT_REMAINING, GITHUB_REQUESTS
 
 log = logging.getLogger("hookbot.github")
@@ -240,33 +241,23 @@ class GitHubClients:
     def __init__(self, settings: GitHubSettings, *, dry_run: bool) -> None:
         self.settings = settings
         self.dry_run = dry_run
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._tokens: dict[int, tuple[str, float]] = {}
         self._rates: dict[int | None, RateLimitState] = {}
         self._token_locks: dict[int, asyncio.Lock] = {}
+        self._http = LoopSession(aiohttp.ClientTimeout(total=30, connect=5), on_new_loop=self._token_locks.clear)
         self._bot_login: str | None = settings.bot_login
 
     def session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=30, connect=5),
-                headers={"User-Agent": USER_AGENT},
-            )
-            self._loop = loop
-            self._token_locks = {}
-        return self._session
+        return self._http.get()
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        await self._http.close()
 
     async def installation_token(self, installation_id: int) -> str:
         cached = self._tokens.get(installation_id)
         if cached and cached[1] - TOKEN_REFRESH_MARGIN > time.time():
             return cached[0]
+        self._http.check_loop()  # a lock made under an earlier loop cannot be awaited in this one
         lock = self._token_locks.setdefault(installation_id, asyncio.Lock())
         async with lock:
             cached = self._tokens.get(installation_id)

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from bot import USER_AGENT
+from bot.loop_session import LoopSession
 from bot.sns import SUBSCRIPTION_CONFIRMATION, SnsError, SnsMessage, SnsVerifier, parse_message
 
 log = logging.getLogger("hookbot.sns")
@@ -50,24 +50,10 @@ class SnsFetcher:
         self._clock = clock
         self._certificates: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._in_flight: dict[str, asyncio.Future[bytes]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    def _same_loop(self) -> None:
-        """Forget loop-bound objects made under an event loop that is no longer the running one."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop = loop
-            self._in_flight = {}
-            self._session = None  # its loop is gone; close() already closed it, or it died with that loop
+        self._http = LoopSession(aiohttp.ClientTimeout(total=10, connect=5), on_new_loop=self._in_flight.clear)
 
     async def _http_get(self, url: str) -> bytes:
-        self._same_loop()
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=10, connect=5), headers={"User-Agent": USER_AGENT}
-            )
-        async with self._session.get(url, allow_redirects=False) as response:
+        async with self._http.get().get(url, allow_redirects=False) as response:
             if response.status != 200:
                 raise aiohttp.ClientResponseError(
                     response.request_info, (), status=response.status, message=response.reason or ""
@@ -85,7 +71,7 @@ class SnsFetcher:
         if cached is not None and cached[1] > self._clock():
             self._certificates.move_to_end(url)
             return cached[0]
-        self._same_loop()
+        self._http.check_loop()
         pending = self._in_flight.get(url)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(url))
@@ -119,9 +105,7 @@ class SnsFetcher:
             raise SnsError(503, f"cannot confirm the subscription to {message.topic_arn}: {exc}") from None
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        await self._http.close()
 
 
 async def verified_message(document: Any, verifier: SnsVerifier, fetcher: SnsFetcher) -> SnsMessage:
