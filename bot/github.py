@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import logging
+import math
 import random
 import re
 import time
@@ -102,8 +103,12 @@ def rate_limit_wait(exc: HTTPException, now: float | None = None) -> float | Non
     return None
 
 
-def backoff(attempt: int) -> float:
-    step = BACKOFF_BASE_SECONDS * 2.0 ** (attempt - 1)
+def backoff_seconds(attempt: int, base: float, cap: float = math.inf) -> float:
+    """Exponential backoff with "equal jitter": half the step is fixed, half random, so retries spread out.
+
+    Shared by this client's per-request retries and the inbox's per-delivery ones.
+    """
+    step = min(cap, base * 2.0 ** max(0, attempt - 1))
     return step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not cryptography
 
 
@@ -195,7 +200,9 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
                 response = await super()._request(method, url, headers, body)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 GITHUB_REQUESTS.labels(method, "error").inc()
-                if retryable and await self._pause(backoff(attempt), f"{type(exc).__name__} on {method} {path}"):
+                if retryable and await self._pause(
+                    backoff_seconds(attempt, BACKOFF_BASE_SECONDS), f"{type(exc).__name__} on {method} {path}"
+                ):
                     continue
                 raise
             status, response_headers, _ = response
@@ -204,7 +211,7 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
             if (
                 status in TRANSIENT_STATUSES
                 and retryable
-                and await self._pause(backoff(attempt), f"{status} on {method} {path}")
+                and await self._pause(backoff_seconds(attempt, BACKOFF_BASE_SECONDS), f"{status} on {method} {path}")
             ):
                 continue
             if method != "GET" and status < 400:

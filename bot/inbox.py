@@ -21,7 +21,6 @@ import collections
 import contextlib
 import functools
 import logging
-import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,6 +33,7 @@ import orjson
 
 from bot.delivery import S3_EVENT, Delivery, Source
 from bot.dispatch import DispatchResult
+from bot.github import backoff_seconds
 from bot.github_webhook import parse_payload
 from bot.logs import current_delivery
 from bot.metrics import DELIVERIES_PROCESSED, INBOX_PENDING, JOURNAL_BATCH
@@ -150,12 +150,6 @@ def restore_delivery(event: str, delivery_id: str, body: bytes, source: str, rec
 def _wake(turn: asyncio.Future[None]) -> None:
     if not turn.done():
         turn.set_result(None)
-
-
-def backoff_seconds(attempt: int, base: float) -> float:
-    """Exponential backoff with "equal jitter": half the step is fixed, half random, so retries spread out."""
-    step = min(MAX_BACKOFF_SECONDS, base * 2.0 ** max(0, attempt - 1))
-    return step / 2 + random.uniform(0, step / 2)  # noqa: S311 - jitter, not cryptography
 
 
 def summarize_failure(result: DispatchResult) -> str:
@@ -448,7 +442,7 @@ class JournalInbox:
             current_delivery.reset(token)
 
     async def _retry_later(self, key: str, attempt: int, error: str, event: str) -> None:
-        delay = backoff_seconds(attempt, self._retry_base)
+        delay = backoff_seconds(attempt, self._retry_base, MAX_BACKOFF_SECONDS)
         log.info("delivery failed (attempt %d); retrying in %.1fs: %s", attempt, delay, error)
         at, now = time.time() + delay, time.time()
         await self._write(
