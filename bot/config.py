@@ -83,7 +83,6 @@ class Settings:
     dry_run: bool | None = None  # None: not said, so dry-run exactly when there are no GitHub credentials
     handlers: tuple[str, ...] | None = None  # None: every installed plugin
     plugin_sections: Mapping[str, Any] = field(default_factory=dict)
-    config_path: Path | None = None
     aws_endpoint_url: str | None = None
     aws_endpoint_url_sns: str | None = None
     # The environment hookbot started with, for a plugin that hands parts of it on to something it runs (exec:
@@ -100,10 +99,6 @@ class Settings:
         if self.dry_run is not None:
             return self.dry_run
         return not self.github.has_credentials
-
-    def plugin_section(self, name: str) -> Mapping[str, Any]:
-        section = self.plugin_sections.get(name, {})
-        return section if isinstance(section, Mapping) else {}
 
 
 CORE_SECTIONS = {"github", "sns", "server", "dedupe", "relay", "hookbot"}
@@ -272,7 +267,6 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
         dry_run=dry_run,
         handlers=handlers,
         plugin_sections={k: v for k, v in data.items() if k not in CORE_SECTIONS and isinstance(v, Mapping)},
-        config_path=path,
         aws_endpoint_url=env.get("AWS_ENDPOINT_URL"),
         aws_endpoint_url_sns=env.get("AWS_ENDPOINT_URL_SNS"),
         process_env=MappingProxyType(dict(env)),

@@ -26,7 +26,6 @@ from bot.sns import NOTIFICATION, SnsMessage
 EVENT_ATTRIBUTE = "X-GitHub-Event"
 DELIVERY_ATTRIBUTE = "X-GitHub-Delivery"
 SIGNATURE_ATTRIBUTE = "X-Hub-Signature-256"
-GITHUB_ATTRIBUTES = (EVENT_ATTRIBUTE, DELIVERY_ATTRIBUTE, SIGNATURE_ATTRIBUTE)
 
 # Keys that name the event of a payload that arrived without its X-GitHub-Event header, checked in this order
 # (a more specific shape before a general one: a comment on an issue also has an "issue").

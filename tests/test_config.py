@@ -39,7 +39,7 @@ def test_plugin_sections_and_enabled_handlers(tmp_path: Path) -> None:
     )
     settings = load_settings({}, path)
     assert settings.handlers == ("greeter",)
-    assert settings.plugin_section("greeter") == {"issue_comment": "hi"}
+    assert settings.plugin_sections["greeter"] == {"issue_comment": "hi"}
     assert "server" not in settings.plugin_sections
     assert settings.server.port == 9000
 
