@@ -71,6 +71,14 @@ def sign(body: bytes, secret: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
+def stored_body_type(body: bytes) -> str:
+    """The content type of a GitHub body kept without its headers (an SNS Message, a journal row).
+
+    GitHub sends JSON or a ``payload=`` form, and a JSON body never starts with ``payload=``, so the body says which.
+    """
+    return "application/x-www-form-urlencoded" if body.startswith(b"payload=") else "application/json"
+
+
 def parse_payload(body: bytes, content_type: str | None) -> dict[str, Any]:
     """Decode a GitHub body, JSON or form-encoded (``payload=``), into the payload object."""
     mime = (content_type or "application/json").split(";", 1)[0].strip().lower()

@@ -34,7 +34,7 @@ import orjson
 from bot.delivery import S3_EVENT, Delivery, Source
 from bot.dispatch import DispatchResult
 from bot.github import backoff_seconds
-from bot.github_webhook import parse_payload
+from bot.github_webhook import parse_payload, stored_body_type
 from bot.logs import current_delivery
 from bot.metrics import DELIVERIES_PROCESSED, INBOX_PENDING, JOURNAL_BATCH
 from bot.s3_events import delivery_from_s3_record
@@ -131,16 +131,14 @@ def connect(path: Path) -> sqlite3.Connection:
 def restore_delivery(event: str, delivery_id: str, body: bytes, source: str, received_at: float) -> Delivery:
     """Rebuild a Delivery from its journal row by parsing the stored body again, as at the door.
 
-    Only the bytes are stored (no second serialisation on the receive path). A JSON body never starts with
-    ``payload=``, so the form encoding is told apart without storing the content type; an S3 delivery's body is
-    its notification record.
+    Only the bytes are stored (no second serialisation on the receive path), so the content type is told from
+    the body; an S3 delivery's body is its notification record.
     """
     if event == S3_EVENT:
         restored = delivery_from_s3_record(orjson.loads(body), source=source)  # type: ignore[arg-type]
         payload = restored.payload
     else:
-        form = body.startswith(b"payload=")
-        payload = parse_payload(body, "application/x-www-form-urlencoded" if form else "application/json")
+        payload = parse_payload(body, stored_body_type(body))
     src: Source = source  # type: ignore[assignment]
     return Delivery(
         event=event, delivery_id=delivery_id, payload=payload, body=body, source=src, received_at=received_at

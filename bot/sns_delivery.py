@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from bot.delivery import Delivery, Source
-from bot.github_webhook import WebhookError, delivery_from_github, verify_signature
+from bot.github_webhook import WebhookError, delivery_from_github, stored_body_type, verify_signature
 from bot.s3_events import deliveries_from_s3_notification, is_s3_notification
 from bot.sns import NOTIFICATION, SnsMessage
 
@@ -64,11 +64,6 @@ def event_from_payload(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _github_body_type(body: bytes) -> str:
-    """GitHub sends JSON or a ``payload=`` form; SNS carries no Content-Type, so the body says which."""
-    return "application/x-www-form-urlencoded" if body.startswith(b"payload=") else "application/json"
-
-
 def deliveries_from_notification(
     message: SnsMessage,
     *,
@@ -95,7 +90,7 @@ def deliveries_from_notification(
                 body,
                 event=attributes.get(EVENT_ATTRIBUTE),
                 delivery_id=attributes.get(DELIVERY_ATTRIBUTE),
-                content_type=_github_body_type(body),
+                content_type=stored_body_type(body),
                 source=source,
             )
         ]
