@@ -49,11 +49,11 @@ JOURNAL_FILE = "inbox.sqlite3"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 POLL_SECONDS = 1.0  # how soon a retry falls due or a `hookbot deliveries retry` is noticed
 MAX_BACKOFF_SECONDS = 600.0
-KEEP_FINISHED_SECONDS = 14 * 24 * 3600
+KEEP_FINISHED_SECONDS = 14 * 24 * 3600  # finished rows are pruned after this (they feed `hookbot deliveries`)
 # Pacing: while two deliveries per worker wait for one, a new delivery is held back until a worker takes one,
 # or for PACE_SECONDS at most; then it is admitted anyway (never refused for this).
 PACE_PER_WORKER = 2
-PACE_SECONDS = 0.05  # finished rows are pruned after this (they feed `hookbot deliveries`)
+PACE_SECONDS = 0.05
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
