@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot.aws import AwsClients
@@ -30,9 +30,9 @@ class Runtime:
     dispatcher: Dispatcher
     github: GitHubClients
     secrets: list[bytes]
-    sns_verifier: SnsVerifier = field(default_factory=lambda: SnsVerifier(frozenset()))
-    sns_fetcher: SnsFetcher = field(default_factory=SnsFetcher)
-    relay: Relay | None = None
+    sns_verifier: SnsVerifier
+    sns_fetcher: SnsFetcher
+    relay: Relay | None
 
     @classmethod
     def build(cls, settings: Settings, *, dry_run: bool | None = None, secrets_: list[bytes] | None = None) -> Runtime:
