@@ -69,9 +69,7 @@ def parse_destination(text: str) -> Destination:
         return Destination("s3", bucket, prefix)
     if sep and scheme == "file" and rest:
         return Destination("file", rest)
-    raise ValueError(
-        f"destination {text!r} is not one of dynamodb://TABLE, s3://BUCKET/PREFIX/ or file://DIRECTORY/"
-    )
+    raise ValueError(f"destination {text!r} is not one of dynamodb://TABLE, s3://BUCKET/PREFIX/ or file://DIRECTORY/")
 
 
 def parse_pattern(text: str) -> Pattern:

@@ -52,13 +52,36 @@ _COMMON_KEYS = frozenset({"sender", "repository", "installation", "organization"
 # Events not listed here are checked per delivery only.
 TOP_LEVEL_KEYS: Mapping[str, frozenset[str]] = {
     "push": _COMMON_KEYS
-    | {"ref", "before", "after", "created", "deleted", "forced", "base_ref", "compare", "commits", "head_commit",
-       "pusher"},
+    | {
+        "ref",
+        "before",
+        "after",
+        "created",
+        "deleted",
+        "forced",
+        "base_ref",
+        "compare",
+        "commits",
+        "head_commit",
+        "pusher",
+    },
     "issues": _COMMON_KEYS | {"action", "issue", "changes", "assignee", "label", "milestone"},
     "issue_comment": _COMMON_KEYS | {"action", "issue", "comment", "changes"},
     "pull_request": _COMMON_KEYS
-    | {"action", "number", "pull_request", "changes", "assignee", "label", "milestone", "requested_reviewer",
-       "requested_team", "before", "after", "reason"},
+    | {
+        "action",
+        "number",
+        "pull_request",
+        "changes",
+        "assignee",
+        "label",
+        "milestone",
+        "requested_reviewer",
+        "requested_team",
+        "before",
+        "after",
+        "reason",
+    },
     "create": _COMMON_KEYS | {"ref", "ref_type", "master_branch", "description", "pusher_type"},
 }
 

@@ -11,7 +11,7 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from handlers.lambda_deploy.ordering import DeployQueue
 
@@ -152,10 +152,18 @@ def _push_rule(raw: Mapping[str, Any], index: int) -> PushRule:
     _check_template(data["function"], PUSH_PLACEHOLDERS - {"sha", "short_sha"}, f"{where} function")
     if source == "repository" and not _placeholders(data["artifact"]) & {"sha", "short_sha"}:
         raise ValueError(f'{where} with source = "repository" needs {{sha}} in artifact, so each commit has its key')
+    return _finish_rule(PushRule, data, where)
+
+
+RuleT = TypeVar("RuleT", "PushRule", "S3Rule")
+
+
+def _finish_rule(rule_type: type[RuleT], data: dict[str, Any], where: str) -> RuleT:
+    """The settings both kinds of rule share (alias, create), then the rule itself; an unknown key says where."""
     data["alias"] = _check_alias(data.get("alias"), where)
     data["create"] = _create_spec(data.get("create"), where)
     try:
-        return PushRule(**data)
+        return rule_type(**data)
     except TypeError as exc:
         raise ValueError(f"{where}: {exc}") from None
 
@@ -167,12 +175,7 @@ def _s3_rule(raw: Mapping[str, Any], index: int) -> S3Rule:
         if not isinstance(data.get(required), str) or not data[required]:
             raise ValueError(f'{where} needs {required} = "..."')
     _check_template(data["function"], S3_PLACEHOLDERS, f"{where} function")
-    data["alias"] = _check_alias(data.get("alias"), where)
-    data["create"] = _create_spec(data.get("create"), where)
-    try:
-        return S3Rule(**data)
-    except TypeError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+    return _finish_rule(S3Rule, data, where)
 
 
 def configure(section: Mapping[str, Any]) -> LambdaDeployConfig:
