@@ -1,10 +1,11 @@
-"""`make bench`: hookbot's receive path against a bare aiohttp handler, side by side, interleaved, on loopback.
+"""`make bench`: hookbot's receive path against a bare aiohttp handler and a peer bot, interleaved, on loopback.
 
 Each round starts a fresh server pinned to core 0, drives it with wrk pinned to core 1 (32 connections, one
 signed ~11 KB ``issues.opened`` delivery with a new ``X-GitHub-Delivery`` per request), waits until hookbot's
 ``/healthz`` reports nothing pending (so the figure includes the work, not just the answers) and stops the
-server. Rounds alternate bare, hookbot, bare, hookbot... so that drift and the neighbours' load hit both alike;
-the ratios of the medians are the figures to quote. Then one longer hookbot run samples RSS for flatness, and
+server. Rounds alternate bare, bare-uvloop, peer (a minimal aiohttp + gidgethub bot, bench/peer_server.py),
+hookbot, bare, ... so that drift and the neighbours' load hit all of them alike; the ratios of the medians are the
+figures to quote. Then one longer hookbot run samples RSS for flatness, and
 fresh interpreters time the Lambda cold start. Results go to bench/results.json, bench/latency.png and the
 generated section of BENCHMARKS.md.
 
@@ -99,8 +100,11 @@ def http_get(url: str, timeout: float = 2.0) -> bytes:
 class Server:
     """One server process pinned to SERVER_CORE; always stopped by the context manager."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], env: dict[str, str], workdir: Path, *, reports_pending: bool = False
+    ) -> None:
         self.name = name
+        self.reports_pending = reports_pending  # answers before its work is done; /healthz says what is left
         self.port = free_port()
         self.argv = ["taskset", "-c", SERVER_CORE, *argv, "--port", str(self.port)]
         self.env = env
@@ -165,9 +169,9 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def pending(self) -> int:
-        """Accepted deliveries not finished; the bare handler has no work after its answer."""
-        if self.name.startswith("bare"):
-            return 0  # it does no work after answering
+        """Accepted deliveries not finished; the bare handler and the peer have no work left after their answer."""
+        if not self.reports_pending:
+            return 0
         return int(json.loads(http_get(self.url + "/healthz"))["pending"])
 
     def drain(self, deadline_s: float = 60.0) -> float:
@@ -223,7 +227,7 @@ def measure(server: Server, load: Load, number: int, duration_s: int, warmup_s: 
     wall = time.monotonic() - wall_before
     duration = stats["duration_us"] / 1e6
     socket_errors = sum(stats[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
-    # Every request carries a new delivery id, so every answer below 400 is an acceptance (202).
+    # Every request carries a new delivery id, so every answer below 400 is an acceptance (202; the peer's 200).
     accepted = stats["requests"] - stats["status_errors"]
     percentiles = {p: round(us / 1000, 3) for p, us in stats["percentiles_us"].items()}
     return Round(
@@ -270,14 +274,21 @@ def server_env(workdir: Path) -> dict[str, str]:
     }
 
 
+SERVERS = ("bare", "bare-uvloop", "peer", "hookbot")
+
+
 def make_servers(workdir: Path) -> list[Server]:
-    """The reference (stock aiohttp), the same handler on uvloop, and hookbot: the order of every round."""
+    """The order of every round: the reference (stock aiohttp), the same handler on uvloop, the peer bot, hookbot.
+
+    hookbot comes last, so ``make_servers(...)[-1]`` is hookbot for the profiling commands.
+    """
     env = server_env(workdir)
     bare = [str(PYTHON), str(BENCH / "bare_server.py")]
     return [
         Server("bare", bare, env, workdir),
         Server("bare-uvloop", [*bare, "--uvloop"], env, workdir),
-        Server("hookbot", [str(HOOKBOT), "serve", "--host", "127.0.0.1"], env, workdir),
+        Server("peer", [str(PYTHON), str(BENCH / "peer_server.py")], env, workdir),
+        Server("hookbot", [str(HOOKBOT), "serve", "--host", "127.0.0.1"], env, workdir, reports_pending=True),
     ]
 
 
@@ -418,7 +429,7 @@ def breakdown(workdir: Path, load: Load, duration_s: int, warmup_s: int) -> None
         config = workdir / f"breakdown-{number}.toml"
         config.write_text(toml)
         argv = [str(HOOKBOT), "serve", "--host", "127.0.0.1", "--config", str(config)]
-        runs.append((label, Server(f"hookbot-{number}", argv, env, workdir)))
+        runs.append((label, Server(f"hookbot-{number}", argv, env, workdir, reports_pending=True)))
     print("| server | effective deliveries/s | CPU us/request | p99 ms | RSS MiB |")
     print("|---|---:|---:|---:|---:|")
     for label, server in runs:
@@ -500,11 +511,13 @@ def summarise(rounds: list[Round], soak: list[float], cold: dict[str, Any] | Non
     for r in rounds:
         by_round[r.round][r.server] = r
 
-    def ratio(key: str, baseline: str) -> float:
-        return round(table[key]["hookbot"] / table[key][baseline], 3)
+    def ratio(key: str, baseline: str, server: str = "hookbot") -> float:
+        return round(table[key][server] / table[key][baseline], 3)
 
+    baselines = ("bare", "bare-uvloop", "peer")
     return {
         "table": table,
+        # hookbot / each baseline; ratios["bare"]["effective"] is the goal's ratio.
         "ratios": {
             baseline: {
                 "effective": ratio("effective_per_s", baseline),
@@ -514,7 +527,13 @@ def summarise(rounds: list[Round], soak: list[float], cold: dict[str, Any] | Non
                     for pair in by_round.values()
                 ],
             }
-            for baseline in ("bare", "bare-uvloop")
+            for baseline in baselines
+        },
+        # The peer against the bare handler: issue 6 quotes "roughly a third" for such a bot.
+        "peer_vs_bare": {
+            "effective": ratio("effective_per_s", "bare", "peer"),
+            "requests": ratio("requests_per_s", "bare", "peer"),
+            "cpu_us_per_request": ratio("cpu_us_per_request", "bare", "peer"),
         },
         "soak_rss_mib": soak,
         "soak_growth_mib": round(soak[-1] - soak[0], 1) if soak else None,
@@ -522,7 +541,7 @@ def summarise(rounds: list[Round], soak: list[float], cold: dict[str, Any] | Non
         "soak_late_growth_mib": round(soak[-1] - soak[len(soak) // 2], 1) if soak else None,
         "capacity_ratio": {
             baseline: round(table["cpu_us_per_request"][baseline] / table["cpu_us_per_request"]["hookbot"], 3)
-            for baseline in ("bare", "bare-uvloop")
+            for baseline in baselines
         },
         "cold_start": cold,
     }
@@ -536,12 +555,15 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
     t = summary["table"]
     stock = summary["ratios"]["bare"]
     tuned = summary["ratios"]["bare-uvloop"]
+    peer = summary["ratios"]["peer"]
+    peer_vs_bare = summary["peer_vs_bare"]
+    capacity = summary["capacity_ratio"]
     cold = summary["cold_start"]
     soak = summary["soak_rss_mib"]
 
-    def row(label: str, key: str, fmt: str, ratio: str = "", goal: str = "", met: str = "") -> str:
-        values = " | ".join(format(t[key][name], fmt) for name in ("bare", "bare-uvloop", "hookbot"))
-        return f"| {label} | {values} | {ratio} | {goal} | {met} |"
+    def row(label: str, key: str, fmt: str, ratio: str = "", vs_peer: str = "", goal: str = "", met: str = "") -> str:
+        values = " | ".join(format(t[key][name], fmt) for name in SERVERS)
+        return f"| {label} | {values} | {ratio} | {vs_peer} | {goal} | {met} |"
 
     lines = [
         f"Run of {info['date']} on {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}, Python "
@@ -550,63 +572,79 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
         f"{info['load_average_at_end']} (other work shares this machine; interleaving keeps the ratios fair).",
         "",
         f"{config['rounds']} rounds of {config['duration_s']} s each (each after a {config['warmup_s']} s warm-up "
-        f"and a fresh start), interleaved bare, bare-uvloop, hookbot, bare, ...; {config['connections']} "
+        f"and a fresh start), interleaved {', '.join(SERVERS)}, bare, ...; {config['connections']} "
         f"connections; body {config['body_bytes']} bytes (`issues.opened`, compact as GitHub sends it). Medians; "
         "ratios are hookbot / bare (stock asyncio loop, the issue's reference) and, in brackets, hookbot / "
-        "bare-uvloop:",
+        "bare-uvloop; the next column is hookbot / peer (a minimal aiohttp + gidgethub bot doing the greeter's "
+        "work before it answers, with no journal and no de-dup):",
         "",
-        "| measure | bare aiohttp | bare aiohttp on uvloop | hookbot serve | ratio | goal | |",
-        "|---|---:|---:|---:|---:|---|---|",
-        row("requests/s", "requests_per_s", ".0f", f"{stock['requests']:.2f} ({tuned['requests']:.2f})"),
+        "| measure | bare aiohttp | bare aiohttp on uvloop | peer: aiohttp + gidgethub | hookbot serve | ratio | "
+        "hookbot / peer | goal | |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+        row(
+            "requests/s",
+            "requests_per_s",
+            ".0f",
+            f"{stock['requests']:.2f} ({tuned['requests']:.2f})",
+            f"{peer['requests']:.2f}",
+        ),
         row(
             "effective deliveries/s (accepted / time until none pending)",
             "effective_per_s",
             ".0f",
             f"**{stock['effective']:.2f}** ({tuned['effective']:.2f})",
+            f"**{peer['effective']:.2f}**",
             ">= 0.5 x bare",
             verdict(stock["effective"] >= 0.5),
         ),
         row("drain after wrk stops (s)", "drain_s", ".2f"),
         row("server CPU busy (share of its core)", "cpu_busy", ".2f"),
         row(
-            "server CPU per request (us); ratio: bare's / hookbot's",
+            "server CPU per request (us); ratios: the other's / hookbot's",
             "cpu_us_per_request",
             ".0f",
-            f"{summary['capacity_ratio']['bare']:.2f} ({summary['capacity_ratio']['bare-uvloop']:.2f})",
+            f"{capacity['bare']:.2f} ({capacity['bare-uvloop']:.2f})",
+            f"{capacity['peer']:.2f}",
         ),
         row("p50 latency (ms)", "p50_ms", ".2f"),
-        row("p99 latency (ms)", "p99_ms", ".2f", "", "<= 15 ms", verdict(t["p99_ms"]["hookbot"] <= 15)),
+        row("p99 latency (ms)", "p99_ms", ".2f", "", "", "<= 15 ms", verdict(t["p99_ms"]["hookbot"] <= 15)),
         row(
             "non-2xx answers (+ socket errors)",
             "non_2xx",
             ".0f",
             "",
+            "",
             "0",
             verdict(t["non_2xx"]["hookbot"] == 0 and t["socket_errors"]["hookbot"] == 0),
         ),
-        row("RSS after load (MiB)", "rss_mib", ".1f", "", "<= 80 MiB", verdict(t["rss_mib"]["hookbot"] <= 80)),
+        row("RSS after load (MiB)", "rss_mib", ".1f", "", "", "<= 80 MiB", verdict(t["rss_mib"]["hookbot"] <= 80)),
     ]
     if soak:
         flat = summary["soak_late_growth_mib"] <= 2.0
         lines.append(
             f"| RSS during a {config['soak_segments'] * config['segment_s']} s run, after each "
-            f"{config['segment_s']} s (MiB) | | | {' / '.join(f'{x:.1f}' for x in soak)} | "
+            f"{config['segment_s']} s (MiB) | | | | {' / '.join(f'{x:.1f}' for x in soak)} | "
             f"{summary['soak_growth_mib']:+.1f} MiB in all, {summary['soak_late_growth_mib']:+.1f} in the second "
-            f"half | <= 80 MiB, flat (<= 2 MiB growth in the second half) | "
+            f"half | | <= 80 MiB, flat (<= 2 MiB growth in the second half) | "
             f"{verdict(max(soak) <= 80)}, {'flat' if flat else '**not flat**'} |"
         )
     if cold:
         lines.append(
             f"| Lambda cold start (ms): fresh `import aiohttp, gidgethub` vs `import bot.aws_lambda` + one "
-            f"SNS-borne delivery | {cold['imports_ms']:.0f} | | {cold['lambda_ms']:.0f} | **{cold['ratio']:.2f}** | "
-            f"<= 1.25 x | {verdict(cold['ratio'] <= 1.25)} |"
+            f"SNS-borne delivery | {cold['imports_ms']:.0f} | | | {cold['lambda_ms']:.0f} | **{cold['ratio']:.2f}** | "
+            f"| <= 1.25 x | {verdict(cold['ratio'] <= 1.25)} |"
         )
     else:
-        lines.append("| Lambda cold start | | | | | <= 1.25 x | not measured: no bot/aws_lambda.py on this branch |")
+        lines.append(
+            "| Lambda cold start | | | | | | | <= 1.25 x | not measured: no bot/aws_lambda.py on this branch |"
+        )
     lines += [
         "",
         f"Effective-throughput ratio per round, hookbot / bare: {stock['effective_per_round']}; hookbot / "
-        f"bare-uvloop: {tuned['effective_per_round']}."
+        f"bare-uvloop: {tuned['effective_per_round']}; hookbot / peer: {peer['effective_per_round']}. The peer "
+        f"against the bare handler (issue 6 quotes roughly a third for such a bot): {peer_vs_bare['requests']:.2f} x "
+        f"its requests/s, {peer_vs_bare['effective']:.2f} x its effective throughput, "
+        f"{peer_vs_bare['cpu_us_per_request']:.1f} x its CPU per request."
         + (
             f" Cold start: wall time of a fresh interpreter, median of {config['cold_repetitions']} alternating "
             "runs each."
@@ -639,7 +677,7 @@ def plot(rounds: list[Round], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"bare": "tab:blue", "bare-uvloop": "tab:green", "hookbot": "tab:orange"}
+    colours = {"bare": "tab:blue", "bare-uvloop": "tab:green", "peer": "tab:purple", "hookbot": "tab:orange"}
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     labelled: set[str] = set()
     for r in rounds:
@@ -687,7 +725,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--soak-segments", type=int, default=6, help="hookbot-only segments sampling RSS")
     parser.add_argument("--cold-repetitions", type=int, default=15)
-    parser.add_argument("--only", choices=["bare", "bare-uvloop", "hookbot"], help="measure one server, no report")
+    parser.add_argument("--only", choices=SERVERS, help="measure one server, no report")
     parser.add_argument("--profile", action="store_true", help="profile hookbot with py-spy instead")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--cprofile", action="store_true", help="profile hookbot's loop thread with cProfile instead")
@@ -715,7 +753,6 @@ def main() -> int:
             return 0
         info = machine()
         servers = [s for s in make_servers(workdir) if args.only in (None, s.name)]
-        hookbot = servers[-1]
         rounds: list[Round] = []
         for number in range(1, args.rounds + 1):
             for server in servers:
@@ -731,6 +768,7 @@ def main() -> int:
                 )
         if args.only:
             return 0
+        hookbot = servers[-1]
         soak: list[float] = []
         if args.soak_segments:
             with hookbot.running():
