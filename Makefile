@@ -22,7 +22,8 @@ test: lint
 	$(BIN)/pytest -q
 
 # A benchmark, not a test: CI never runs it. It installs wrk (apt) and the `fast` extra, matplotlib and py-spy
-# into the venv, then measures bare aiohttp against `hookbot serve` and rewrites BENCHMARKS.md's table.
+# into the venv, then measures bare aiohttp and a bedevere-style peer against `hookbot serve` and rewrites
+# BENCHMARKS.md's table.
 # BENCH_ARGS passes options through, e.g. BENCH_ARGS="--rounds 1 --duration 5" or "--breakdown".
 bench: $(BIN)/.installed
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
