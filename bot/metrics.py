@@ -68,19 +68,31 @@ def _metrics() -> dict[str, Any]:
 
 
 class _Deferred:
-    """Forwards every attribute to the object ``build`` returns, calling it on first use."""
+    """Forwards every attribute to the object ``build`` returns, calling it on first use.
 
-    __slots__ = ("_build", "_target")
+    ``labels(...)`` is answered from a dict of the children already made: prometheus_client's own lookup takes a
+    lock and rebuilds the label tuple on every call, which on the receive path (a few labelled samples per
+    delivery) cost more than the samples themselves. The dict holds exactly the children the registry holds.
+    """
+
+    __slots__ = ("_build", "_children", "_target")
 
     def __init__(self, build: Callable[[], object]) -> None:
         self._build = build
         self._target: object | None = None
+        self._children: dict[tuple[str, ...], Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         target = self._target
         if target is None:
             target = self._target = self._build()
         return getattr(target, name)
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.__getattr__("labels")(*values)
+        return child
 
 
 def _deferred(name: str) -> Any:

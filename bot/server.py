@@ -9,7 +9,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 
 import orjson
 from aiohttp import web
@@ -38,6 +38,11 @@ RETRY_AFTER_SECONDS = "5"
 SIGNATURE_256 = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
 
+def json_answer(data: object, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON answer encoded by orjson: aiohttp's json_response uses the stdlib encoder, twice the cost per answer."""
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+
+
 def refuse(status: int, reason: str, request: web.Request) -> web.Response:
     """One log line (rate-limited under a flood) and a short plain answer for every refusal.
 
@@ -56,7 +61,7 @@ def refuse(status: int, reason: str, request: web.Request) -> web.Response:
         },
     )
     DELIVERIES.labels("unverified", f"refused-{status}").inc()
-    return web.json_response({"error": reason}, status=status)
+    return json_answer({"error": reason}, status=status)
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
@@ -109,7 +114,7 @@ async def relay_or_accept(request: web.Request, delivery: Delivery, signature_25
     DELIVERIES.labels(delivery.event, "relayed").inc()
     if runtime.settings.relay.also_handle:
         return await accept(request, delivery)
-    return web.json_response({"delivery": delivery.delivery_id, "status": "relayed", "sns_message_id": message_id})
+    return json_answer({"delivery": delivery.delivery_id, "status": "relayed", "sns_message_id": message_id})
 
 
 async def receive_sns(request: web.Request) -> web.Response:
@@ -131,10 +136,10 @@ async def receive_sns(request: web.Request) -> web.Response:
         if message.type == SUBSCRIPTION_CONFIRMATION:
             await runtime.sns_fetcher.confirm_subscription(message)
             log.info("confirmed SNS subscription", extra={"fields": {"topic": message.topic_arn}})
-            return web.json_response({"status": "subscribed", "topic": message.topic_arn})
+            return json_answer({"status": "subscribed", "topic": message.topic_arn})
         if message.type == UNSUBSCRIBE_CONFIRMATION:
             log.info("SNS unsubscribed this endpoint; not acted on", extra={"fields": {"topic": message.topic_arn}})
-            return web.json_response({"status": "noted", "topic": message.topic_arn})
+            return json_answer({"status": "noted", "topic": message.topic_arn})
         deliveries = deliveries_from_notification(
             message,
             secrets=runtime.secrets,
@@ -148,7 +153,7 @@ async def receive_sns(request: web.Request) -> web.Response:
     busy = [answer for answer in answers if answer.status == 503]
     if busy or len(answers) == 1:
         return (busy or answers)[0]
-    return web.json_response({"deliveries": [d.delivery_id for d in deliveries], "status": "accepted"}, status=202)
+    return json_answer({"deliveries": [d.delivery_id for d in deliveries], "status": "accepted"}, status=202)
 
 
 async def accept(request: web.Request, delivery: Delivery) -> web.Response:
@@ -160,25 +165,23 @@ async def accept(request: web.Request, delivery: Delivery) -> web.Response:
     inbox = request.app[INBOX]
     if delivery.event == "ping":
         DELIVERIES.labels("ping", "pong").inc()
-        return web.json_response({"ok": True, "zen": delivery.payload.get("zen")})
+        return json_answer({"ok": True, "zen": delivery.payload.get("zen")})
     admission = await inbox.submit(delivery)
     if admission == "busy":
         DELIVERIES.labels(delivery.event, "refused-503").inc()
         log.warning("inbox full or shutting down (%d pending); asking the sender to retry later", inbox.pending)
-        return web.json_response(
-            {"error": "busy, retry later"}, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS}
-        )
+        return json_answer({"error": "busy, retry later"}, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
     if admission == "duplicate":
         DELIVERIES.labels(delivery.event, "duplicate").inc()
         log.info("delivery %s was already handled", delivery.delivery_id)
-        return web.json_response({"delivery": delivery.delivery_id, "status": "already handled"})
+        return json_answer({"delivery": delivery.delivery_id, "status": "already handled"})
     DELIVERIES.labels(delivery.event, "accepted").inc()
-    return web.json_response({"delivery": delivery.delivery_id, "status": "accepted"}, status=202)
+    return json_answer({"delivery": delivery.delivery_id, "status": "accepted"}, status=202)
 
 
 async def healthz(request: web.Request) -> web.Response:
     inbox = request.app[INBOX]
-    return web.json_response(
+    return json_answer(
         {
             "status": "ok",
             "version": __version__,

@@ -17,10 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gidgethub import BadRequest, GitHubBroken, HTTPException, RateLimitExceeded
 from gidgethub.sansio import RateLimit
+from gidgethub.sansio import decipher_response as gidgethub_decipher
 
 from bot.config import GitHubSettings
 from bot.context import ActionLog
-from bot.github import GitHubClients, UntrustedURLError, is_permanent, rate_limit_wait
+from bot.github import GitHubClients, UntrustedURLError, decipher_response, is_permanent, rate_limit_wait
 from bot.inbox import journal_path, recent_deliveries
 from bot.metrics import REGISTRY
 from bot.runtime import Runtime, webhook_secrets
@@ -105,6 +106,70 @@ async def test_dry_run_with_a_token_reads_from_github(fake_github: tuple[FakeGit
     finally:
         await clients.close()
     assert [(r.method, r.path) for r in fake.requests] == [("GET", "/repos/o/r/issues/1/comments")]
+
+
+async def test_plain_and_templated_calls_send_the_same_requests(fake_github: tuple[FakeGitHub, str]) -> None:
+    """The fast path for plain calls and gidgethub's own path (taken for URI templates) ask GitHub the same."""
+    fake, url = fake_github
+    clients = GitHubClients(GitHubSettings(token="ghp_same", api_url=url + "/"), dry_run=False)
+    try:
+        gh = await clients.for_installation(None, ActionLog())
+        plain = await gh.post("/repos/o/r/issues/1/comments", data={"body": "héllo"})
+        templated = await gh.post(
+            "/repos/{owner}/{repo}/issues/{number}/comments",
+            {"owner": "o", "repo": "r", "number": 1},
+            data={"body": "héllo"},
+        )
+        listed = [comment async for comment in gh.getiter(url + "/repos/o/r/issues/1/comments")]
+    finally:
+        await clients.close()
+    assert [plain["body"], templated["body"]] == ["héllo", "héllo"]
+    assert listed == [plain, templated]
+    first, second, third = fake.requests
+    assert (first.method, first.path, first.json) == (second.method, second.path, second.json)
+    assert (third.method, third.path) == ("GET", "/repos/o/r/issues/1/comments")
+    for request in (first, second, third):
+        assert request.headers["Authorization"] == "token ghp_same"
+        assert request.headers["Accept"] == "application/vnd.github.v3+json"
+        assert request.headers["User-Agent"].startswith("hookbot/")
+    assert first.headers["Content-Type"] == second.headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+RATE_HEADERS = {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4999", "x-ratelimit-reset": "1700000000"}
+NEXT_AND_LAST = '<https://api.github.com/r?page=2>; rel="next", <https://api.github.com/r?page=9>; rel="last"'
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body"),
+    [
+        (200, {"content-type": "application/json; charset=utf-8", **RATE_HEADERS}, b'[{"body": "x"}]'),
+        (200, {"content-type": "application/json", "link": NEXT_AND_LAST}, b'{"items": [1, 2]}'),
+        (200, {"content-type": "application/json", "link": '<https://api.github.com/r?page=1>; rel="prev"'}, b"[]"),
+        (201, {"content-type": "Application/JSON; Charset=UTF-8"}, '{"body": "h\u00e9"}'.encode()),
+        (204, {"content-type": "application/json"}, b""),
+        (200, {"content-type": "text/plain; charset=utf-8"}, b"plain words"),
+        (200, {"content-type": "application/json; charset=latin-1"}, b'"caf\xe9"'),
+        (200, {}, b""),
+    ],
+)
+def test_deciphering_answers_as_gidgethub_does(status: int, headers: dict[str, str], body: bytes) -> None:
+    data, rate, more = decipher_response(status, headers, body)
+    expected_data, expected_rate, expected_more = gidgethub_decipher(status, headers, body)
+    assert (data, more) == (expected_data, expected_more)
+    assert rate_fields(rate) == rate_fields(expected_rate)
+
+
+def rate_fields(rate: RateLimit | None) -> tuple[int, int, object] | None:
+    return None if rate is None else (rate.limit, rate.remaining, rate.reset_datetime)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(404, BadRequest), (422, HTTPException), (500, GitHubBroken), (403, RateLimitExceeded)]
+)
+def test_error_answers_raise_gidgethub_exceptions(status: int, error: type[Exception]) -> None:
+    headers = {"content-type": "application/json; charset=utf-8", **RATE_HEADERS, "x-ratelimit-remaining": "0"}
+    with pytest.raises(error):
+        decipher_response(status, headers, b'{"message": "no", "errors": [{"code": "invalid", "field": "x"}]}')
 
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
