@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import functools
 import logging
 import math
 import random
@@ -123,6 +124,13 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
+@functools.lru_cache(maxsize=8)
+def _trusted(base_url: str) -> tuple[tuple[str, str, int | None], str]:
+    """The API's origin, and the ``scheme://netloc/`` text any URL spelled the same way starts with."""
+    parts = urlsplit(base_url)
+    return _origin(base_url), f"{parts.scheme}://{parts.netloc}/"
+
+
 def describe_request(method: str, path: str, body: bytes) -> str:
     """One readable line for a write request: what `hookbot replay` prints and what the logs record."""
     try:
@@ -181,7 +189,7 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
     ) -> None:
         super().__init__(session, USER_AGENT, **kwargs)
         self.actions = actions
-        self._allowed_origin = _origin(self.base_url)
+        self._allowed_origin, self._allowed_prefix = _trusted(self.base_url)
         self._api_root = self.base_url.removesuffix("/")
         self._rate = rate or RateLimitState()
         self._budget = budget
@@ -274,6 +282,9 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
             return answer, more, status
 
     def _check_url(self, url: str) -> str:
+        """The path of ``url``, which must be on the API's origin (the plain prefix check is the common case)."""
+        if url.startswith(self._allowed_prefix):
+            return url[len(self._allowed_prefix) - 1 :].partition("?")[0].partition("#")[0]
         if _origin(url) != self._allowed_origin:
             raise UntrustedURLError(f"refusing a GitHub request to {url}: only {self.base_url} is trusted")
         return urlsplit(url).path

@@ -49,11 +49,22 @@ def redact(text: str) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """Render a record as one JSON object; extra fields come from ``extra={"fields": {...}}``."""
+    """Render a record as one JSON object; extra fields come from ``extra={"fields": {...}}``.
+
+    A delivery writes a few lines, so this is on the receive path: the time text is made once per second.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
 
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": f"{self._second_text}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": redact(record.getMessage()),
