@@ -149,3 +149,18 @@ def test_serve_runs_on_uvloop_when_it_is_installed() -> None:
         assert loop.run_until_complete(asyncio.sleep(0, result="ran")) == "ran"
     finally:
         loop.close()
+
+
+def test_serve_takes_start_up_objects_out_of_the_garbage_collector() -> None:
+    import gc
+
+    from bot.cli import GC_THRESHOLDS, tune_garbage_collector
+
+    thresholds = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
