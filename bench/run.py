@@ -168,6 +168,19 @@ class Server:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_cpu_seconds(self) -> tuple[float, float]:
+        """CPU time so far of the event-loop (main) thread, and of every other thread together (the journal's)."""
+        assert self.proc is not None
+        main = others = 0.0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if task.name == str(self.proc.pid):
+                main += seconds
+            else:
+                others += seconds
+        return main, others
+
     def pending(self) -> int:
         """Accepted deliveries not finished; the bare handler and the peer have no work left after their answer."""
         if not self.reports_pending:
@@ -218,8 +231,9 @@ class Load:
 
 
 def measure(server: Server, load: Load, number: int, duration_s: int, warmup_s: int) -> Round:
-    load.run(server.url, warmup_s)
-    server.drain()
+    if warmup_s:
+        load.run(server.url, warmup_s)
+        server.drain()
     cpu_before, wall_before = server.cpu_seconds(), time.monotonic()
     stats = load.run(server.url, duration_s)
     drain_s = server.drain()
@@ -436,6 +450,54 @@ def breakdown(workdir: Path, load: Load, duration_s: int, warmup_s: int) -> None
         with server.running():
             r = measure(server, load, 1, duration_s, warmup_s)
         print(f"| {label} | {r.effective_per_s:.0f} | {r.cpu_us_per_request:.0f} | {r.p99_ms:.1f} | {r.rss_mib:.1f} |")
+
+
+def against(workdir: Path, load: Load, other: Path, rounds: int, duration_s: int, warmup_s: int) -> None:
+    """A/B: hookbot from this checkout and from ``other`` (another checkout or worktree), interleaved.
+
+    The other checkout's ``bot`` and ``handlers`` are put first on PYTHONPATH, so both run with this venv's
+    libraries and differ only in hookbot's own code: what one change gave, measured side by side.
+    """
+    env = server_env(workdir)
+    argv = [str(HOOKBOT), "serve", "--host", "127.0.0.1"]
+    sides = {"this": dict(env), str(other): {**env, "PYTHONPATH": str(other.resolve())}}
+    results: dict[str, list[tuple[Round, float, float]]] = {name: [] for name in sides}
+    for number in range(1, rounds + 1):
+        for name, side_env in sides.items():
+            server = Server(
+                "hookbot",
+                argv,
+                {
+                    **side_env,
+                    "HOOKBOT_STATE_DIR": str(workdir / f"state-{number}-{len(results[name])}-{abs(hash(name))}"),
+                },
+                workdir,
+                reports_pending=True,
+            )
+            with server.running():
+                load.run(server.url, warmup_s)
+                server.drain()
+                loop_before, other_before = server.thread_cpu_seconds()
+                r = measure(server, load, number, duration_s, 0)
+                loop_after, other_after = server.thread_cpu_seconds()
+            per = 1e6 / max(1, r.requests)
+            loop_us, other_us = (loop_after - loop_before) * per, (other_after - other_before) * per
+            results[name].append((r, loop_us, other_us))
+            print(
+                f"round {number} {name:30} effective {r.effective_per_s:7.0f}/s"
+                f"  CPU {r.cpu_us_per_request:4.0f} us/request (loop {loop_us:.0f}, other threads {other_us:.0f})"
+                f"  p99 {r.p99_ms:5.1f} ms  non-2xx {r.non_2xx}",
+                flush=True,
+            )
+    print("\n| hookbot from | effective deliveries/s | CPU us/request (loop + other threads) | p99 ms |")
+    print("|---|---:|---:|---:|")
+    for name, runs in results.items():
+        effective = median([r.effective_per_s for r, _, _ in runs])
+        cpu = median([r.cpu_us_per_request for r, _, _ in runs])
+        loop_us = median([loop for _, loop, _ in runs])
+        others_us = median([others for _, _, others in runs])
+        p99 = median([r.p99_ms for r, _, _ in runs])
+        print(f"| {name} | {effective:.0f} | {cpu:.0f} ({loop_us:.0f} + {others_us:.0f}) | {p99:.1f} |")
 
 
 def profile(workdir: Path, load: Load, duration_s: int, rate: int) -> None:
@@ -731,6 +793,7 @@ def main() -> int:
     parser.add_argument("--cprofile", action="store_true", help="profile hookbot's loop thread with cProfile instead")
     parser.add_argument("--breakdown", action="store_true", help="CPU per request with more and more plugins")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT", help="A/B hookbot here against another checkout")
     args = parser.parse_args()
     # A SIGTERM (e.g. from `timeout`) unwinds through the `finally` blocks, so no server is left running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -744,6 +807,9 @@ def main() -> int:
         load = Load(workdir, args.connections)
         if args.breakdown:
             breakdown(workdir, load, args.duration, args.warmup)
+            return 0
+        if args.against:
+            against(workdir, load, args.against, args.rounds, args.duration, args.warmup)
             return 0
         if args.cprofile:
             cprofile(workdir, load, args.duration)
