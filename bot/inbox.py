@@ -36,7 +36,7 @@ from bot.dispatch import DispatchResult
 from bot.github import backoff_seconds
 from bot.github_webhook import parse_payload, stored_body_type
 from bot.logs import current_delivery
-from bot.metrics import DELIVERIES_PROCESSED, INBOX_PENDING, JOURNAL_BATCH
+from bot.metrics import DELIVERIES_PROCESSED, JOURNAL_BATCH
 from bot.s3_events import delivery_from_s3_record
 
 log = logging.getLogger("hookbot.inbox")
@@ -314,12 +314,10 @@ class JournalInbox:
             self._forget(delivery.delivery_id)
             return
         self._ready.put_nowait((delivery, True))
-        INBOX_PENDING.set(self.pending)
 
     def _forget(self, key: str) -> None:
         self._unfinished.discard(key)
         self._scheduled.discard(key)
-        INBOX_PENDING.set(self.pending)
 
     # -- working -------------------------------------------------------------------------------------------
 
@@ -336,7 +334,6 @@ class JournalInbox:
         self._unfinished.update(resumed)
         if resumed:
             log.info("resuming %d unfinished deliveries from the journal", len(resumed))
-        INBOX_PENDING.set(self.pending)
         self._tasks = [asyncio.create_task(self._work(), name=f"hookbot-worker-{i}") for i in range(self._workers)]
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="hookbot-journal-poll"))
 
@@ -380,7 +377,6 @@ class JournalInbox:
             self._unfinished.add(key)
             self._scheduled.add(key)
             self._ready.put_nowait((delivery, False))
-        INBOX_PENDING.set(self.pending)
 
     async def _work(self) -> None:
         while not self._draining:

@@ -193,6 +193,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    # Read here, at scrape time, rather than updated by the inbox on every delivery.
     INBOX_PENDING.set(request.app[INBOX].pending)
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -203,7 +204,8 @@ def make_processor(runtime: Runtime) -> Processor:
     async def process(delivery: Delivery) -> DispatchResult:
         result = await runtime.dispatcher.dispatch(delivery)
         for outcome in result.outcomes:
-            HANDLER_SECONDS.labels(outcome.handler, outcome.status).observe(outcome.ms / 1000)
+            if outcome.status != "skipped":  # a plugin with nothing to do for this event took no time
+                HANDLER_SECONDS.labels(outcome.handler, outcome.status).observe(outcome.ms / 1000)
         return result
 
     return process
