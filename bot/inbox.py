@@ -55,34 +55,86 @@ KEEP_FINISHED_SECONDS = 14 * 24 * 3600  # finished rows are pruned after this (t
 PACE_PER_WORKER = 2
 PACE_SECONDS = 0.05
 
-SCHEMA = """
+# Schema version 1 (PRAGMA user_version). The body lives in its own table, keyed by the delivery's row id, so
+# that recording an outcome rewrites only the small row (an UPDATE rewrites every column of its row, and a body is
+# ~12 KB over several pages); a finished delivery's body is deleted, since only unfinished and failed deliveries
+# are ever run again (a retry, `hookbot deliveries retry`, a redelivered dead letter), which keeps the file from
+# growing by every body for KEEP_FINISHED_SECONDS. Only unfinished rows are indexed for the poll, as that index
+# changes with every state change; `hookbot deliveries` lists by row id, the order the journal accepted them.
+# Version 0 (the body a column of `deliveries`) is migrated on open: see migrate().
+SCHEMA_VERSION = 1
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS deliveries (
-    delivery_id TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    delivery_id TEXT NOT NULL UNIQUE,
     event TEXT NOT NULL,
     source TEXT NOT NULL,
     received_at REAL NOT NULL,
-    body BLOB NOT NULL,
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
     error TEXT
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS deliveries_recent ON deliveries (received_at);
-"""
+)""",
+    "CREATE TABLE IF NOT EXISTS bodies (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE state IN ('queued', 'running')",
+)
+# 8 KiB pages for a new journal: a body takes two pages (frames in the WAL, then copies at the checkpoint)
+# instead of three, which saves more than the larger pages of the small rows and indexes cost. SQLite sets the
+# page size only while a file is empty, so a journal migrated from version 0 keeps its 4 KiB pages.
+PAGE_SIZE = 8192
 
 # A new delivery is inserted; a redelivery of a dead letter (GitHub's "Redeliver" button) queues it again; a
-# repeat of anything else changes nothing (rowcount 0) and is answered from its current state. Either way the
+# repeat of anything else changes nothing (no row returned) and is answered from its current state. Either way the
 # delivery goes straight to a worker, so its first attempt is counted in this same commit: the worker starts at
 # once instead of waiting for a second commit (an fsync) per delivery just to count it.
 INSERT = """
-INSERT INTO deliveries (delivery_id, event, source, received_at, body, state, updated_at, attempts)
-VALUES (?, ?, ?, ?, ?, 'queued', ?, 1)
+INSERT INTO deliveries (delivery_id, event, source, received_at, state, updated_at, attempts)
+VALUES (?, ?, ?, ?, 'queued', ?, 1)
 ON CONFLICT (delivery_id) DO UPDATE SET
     state = 'queued', attempts = 1, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at
 WHERE state = 'failed'
+RETURNING id
 """
+# A redelivered dead letter still has its body (failed ones keep it): the same bytes again, replaced.
+INSERT_BODY = "INSERT OR REPLACE INTO bodies (id, body) VALUES (?, ?)"
+FINISH = "UPDATE deliveries SET state = ?, error = ?, updated_at = ? WHERE delivery_id = ? RETURNING id"
+
+# Version 0 to 1, in one transaction: the rows keep their order (so their new ids follow it); only the bodies
+# that can still be needed are carried over.
+MIGRATE_FROM_V0 = (
+    "ALTER TABLE deliveries RENAME TO deliveries_v0",
+    "DROP INDEX IF EXISTS deliveries_due",
+    "DROP INDEX IF EXISTS deliveries_recent",
+    *SCHEMA,
+    """
+INSERT INTO deliveries (delivery_id, event, source, received_at, state, attempts, next_attempt_at, updated_at, error)
+SELECT delivery_id, event, source, received_at, state, attempts, next_attempt_at, updated_at, error
+FROM deliveries_v0 ORDER BY received_at, rowid""",
+    """
+INSERT INTO bodies (id, body)
+SELECT d.id, v0.body FROM deliveries AS d JOIN deliveries_v0 AS v0 USING (delivery_id) WHERE d.state != 'done'""",
+    "DROP TABLE deliveries_v0",
+)
+
+
+def record_admission(conn: sqlite3.Connection, row: tuple[str, str, str, float, bytes, float]) -> str:
+    """Journal a delivery at the door (see INSERT): its state after this commit, "queued" when it is to run now."""
+    key, event, source, received_at, body, now = row
+    inserted = conn.execute(INSERT, (key, event, source, received_at, now)).fetchone()
+    if inserted is not None:
+        conn.execute(INSERT_BODY, (inserted[0], body))
+        return QUEUED
+    found = conn.execute("SELECT state FROM deliveries WHERE delivery_id = ?", (key,)).fetchone()
+    return str(found[0])
+
+
+def record_outcome(conn: sqlite3.Connection, key: str, state: str, error: str | None, now: float) -> None:
+    """Mark a delivery finished; a done one will never run again, so its body goes."""
+    finished = conn.execute(FINISH, (state, error, now, key)).fetchone()
+    if finished is not None and state == DONE:
+        conn.execute("DELETE FROM bodies WHERE id = ?", finished)
 
 
 class Inbox(Protocol):
@@ -119,13 +171,36 @@ def journal_path(state_dir: Path) -> Path:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) the journal in autocommit mode; transactions are explicit."""
+    """Open (creating or migrating if needed) the journal in autocommit mode; transactions are explicit."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL mode writes the header; ignored once it exists
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(SCHEMA)
+    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        migrate(conn)
     return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file to SCHEMA_VERSION in one transaction: a new file gets the schema, a version 0 one is converted.
+
+    A user upgrading hookbot may have deliveries queued in a version 0 journal; they must run after the upgrade,
+    and dead letters must stay retriable. The version is checked again under the write lock, since the server
+    and a `hookbot deliveries` command may open the file at the same time.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(deliveries)")}
+            for statement in MIGRATE_FROM_V0 if "body" in columns else SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
 def restore_delivery(event: str, delivery_id: str, body: bytes, source: str, received_at: float) -> Delivery:
@@ -275,13 +350,7 @@ class JournalInbox:
         now = time.time()
         row = (key, delivery.event, delivery.source, delivery.received_at, delivery.body, now)
 
-        def insert(conn: sqlite3.Connection) -> str:
-            if conn.execute(INSERT, row).rowcount:
-                return QUEUED
-            found = conn.execute("SELECT state FROM deliveries WHERE delivery_id = ?", (key,)).fetchone()
-            return str(found[0])
-
-        committed = self._queue_op(insert)
+        committed = self._queue_op(functools.partial(record_admission, row=row))
         # The bookkeeping after the commit runs as a callback, not after the await below: a request cancelled
         # while waiting (the client hung up) must still get its committed delivery queued for a worker.
         committed.add_done_callback(functools.partial(self._admitted, delivery))
@@ -327,6 +396,7 @@ class JournalInbox:
 
         def recover(conn: sqlite3.Connection) -> list[str]:
             conn.execute("DELETE FROM deliveries WHERE state IN ('done', 'failed') AND updated_at < ?", (keep_after,))
+            conn.execute("DELETE FROM bodies WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE id = bodies.id)")
             rows = conn.execute("SELECT delivery_id FROM deliveries WHERE state IN ('queued', 'running')")
             return [str(r[0]) for r in rows]
 
@@ -353,14 +423,15 @@ class JournalInbox:
                 str(r[0])
                 for r in conn.execute(
                     "SELECT delivery_id FROM deliveries WHERE state IN ('queued', 'running') AND next_attempt_at <= ?"
-                    " ORDER BY received_at LIMIT ?",
+                    " ORDER BY id LIMIT ?",
                     (now, limit + len(exclude)),
                 )
                 if r[0] not in exclude
             ][:limit]
             return [
                 conn.execute(
-                    "SELECT delivery_id, event, source, received_at, body FROM deliveries WHERE delivery_id = ?",
+                    "SELECT delivery_id, event, source, received_at, body FROM deliveries LEFT JOIN bodies USING (id)"
+                    " WHERE delivery_id = ?",
                     (key,),
                 ).fetchone()
                 for key in ids
@@ -458,12 +529,7 @@ class JournalInbox:
         lands the row still says unfinished, so a crash in between only means the delivery runs once more.
         """
         now = time.time()
-        committed = self._queue_op(
-            lambda conn: conn.execute(
-                "UPDATE deliveries SET state = ?, error = ?, updated_at = ? WHERE delivery_id = ?",
-                (state, error, now, key),
-            )
-        )
+        committed = self._queue_op(lambda conn: record_outcome(conn, key, state, error, now))
         committed.add_done_callback(functools.partial(self._finished, key, state, event, outcome or state))
 
     def _finished(self, key: str, state: str, event: str, outcome: str, committed: asyncio.Future[Any]) -> None:
@@ -502,7 +568,7 @@ def recent_deliveries(path: Path, *, failed_only: bool = False, limit: int = 50)
     try:
         rows = conn.execute(
             "SELECT delivery_id, event, source, received_at, state, attempts, updated_at, error FROM deliveries"
-            " WHERE (? = 0 OR state = 'failed') ORDER BY received_at DESC LIMIT ?",
+            " WHERE (? = 0 OR state = 'failed') ORDER BY id DESC LIMIT ?",
             (int(failed_only), limit),
         ).fetchall()
     finally:

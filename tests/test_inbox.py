@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,15 @@ from aiohttp.test_utils import TestClient
 from bot.cli import main
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult, Outcome
-from bot.inbox import JournalInbox, journal_path, recent_deliveries, requeue, restore_delivery
+from bot.inbox import (
+    KEEP_FINISHED_SECONDS,
+    JournalInbox,
+    connect,
+    journal_path,
+    recent_deliveries,
+    requeue,
+    restore_delivery,
+)
 from bot.metrics import REGISTRY
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
@@ -33,11 +44,13 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.payloads: list[dict[str, Any]] = []
         self.fail: dict[str, bool] = {}  # delivery id -> permanent?
         self.gate: asyncio.Event | None = None
 
     async def __call__(self, item: Delivery) -> DispatchResult:
         self.calls.append(item.delivery_id)
+        self.payloads.append(item.payload)
         if self.gate is not None:
             await self.gate.wait()
         result = DispatchResult(item.delivery_id)
@@ -168,15 +181,13 @@ def test_restore_parses_the_stored_body_again(form: bool) -> None:
 
 
 def test_deliveries_command_lists_and_requeues(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import sqlite3
-
-    from bot.inbox import connect
-
     conn = connect(journal_path(tmp_path / "state"))
     conn.execute(
-        "INSERT INTO deliveries VALUES ('g-1', 'issues', 'github-http', 0, x'7b7d', 'failed', 5, 0, 0, 'p: boom')"
+        "INSERT INTO deliveries (delivery_id, event, source, received_at, state, attempts, updated_at, error)"
+        " VALUES ('g-1', 'issues', 'github-http', 0, 'failed', 5, 0, 'p: boom'), "
+        " ('g-2', 'push', 'github-http', 1, 'done', 1, 0, NULL)"
     )
-    conn.execute("INSERT INTO deliveries VALUES ('g-2', 'push', 'github-http', 1, x'7b7d', 'done', 1, 0, 0, NULL)")
+    conn.execute("INSERT INTO bodies VALUES (1, x'7b7d')")
     conn.close()
     config = tmp_path / "hookbot.toml"
     config.write_text(f'[hookbot]\nstate_dir = "{tmp_path / "state"}"\n')
@@ -204,3 +215,118 @@ async def test_workers_behind_slow_the_door_but_never_make_it_refuse(tmp_path: P
     await until(lambda: inbox.pending == 0)
     await inbox.stop(grace=1)
     assert sorted(process.calls) == [f"d-{n}" for n in range(6)]
+
+
+def bodies_kept(tmp_path: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(journal_path(tmp_path))) as conn:
+        rows = conn.execute("SELECT delivery_id FROM deliveries JOIN bodies USING (id)")
+        return {str(row[0]) for row in rows}
+
+
+async def test_a_redelivered_dead_letter_runs_again_and_only_unfinished_ones_keep_their_body(tmp_path: Path) -> None:
+    process = Recorder()
+    process.fail = {"d-2": True}
+    inbox = make_inbox(tmp_path, process)
+    await inbox.start()
+    assert [await inbox.submit(delivery(n)) for n in (1, 2)] == ["accepted", "accepted"]
+    await until(lambda: inbox.pending == 0)
+    assert states(tmp_path) == {"d-1": ("done", 1), "d-2": ("failed", 1)}
+    assert bodies_kept(tmp_path) == {"d-2"}  # a done delivery never runs again; a dead letter may
+
+    process.fail = {}
+    assert await inbox.submit(delivery(2)) == "accepted"  # GitHub's "Redeliver" of the dead letter
+    await until(lambda: states(tmp_path)["d-2"] == ("done", 1))
+    assert await inbox.submit(delivery(2)) == "duplicate"
+    await inbox.stop(grace=1)
+    assert process.calls == ["d-1", "d-2", "d-2"]
+    assert bodies_kept(tmp_path) == set()
+
+
+# The journal as hookbot wrote it before the body moved to its own table (schema version 0), verbatim.
+SCHEMA_V0 = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    delivery_id TEXT PRIMARY KEY,
+    event TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    body BLOB NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_recent ON deliveries (received_at);
+"""
+
+
+async def test_a_journal_of_the_old_schema_is_migrated_on_open_without_losing_work(tmp_path: Path) -> None:
+    path = journal_path(tmp_path)
+    now = time.time()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as old:
+        old.execute("PRAGMA journal_mode=WAL")
+        old.executescript(SCHEMA_V0)
+        rows = [  # delivery id, state, attempts, received_at, error
+            ("v-queued", "queued", 1, now - 4, None),
+            ("v-running", "running", 2, now - 3, None),
+            ("v-failed", "failed", 3, now - 2, "p: boom"),
+            ("v-done", "done", 1, now - 1, None),
+        ]
+        old.executemany(
+            "INSERT INTO deliveries VALUES (?, 'issues', 'github-http', ?, ?, ?, ?, 0, ?, ?)",
+            [
+                (key, received, ISSUE_OPENED, state, attempts, received, error)
+                for key, state, attempts, received, error in rows
+            ],
+        )
+
+    listed = recent_deliveries(path)  # the first open migrates, here from the CLI
+    assert [(r.delivery_id, r.state, r.attempts, r.error) for r in listed] == [
+        ("v-done", "done", 1, None),
+        ("v-failed", "failed", 3, "p: boom"),
+        ("v-running", "running", 2, None),
+        ("v-queued", "queued", 1, None),
+    ]
+    assert listed[-1].received_at == pytest.approx(now - 4)
+    assert bodies_kept(tmp_path) == {"v-queued", "v-running", "v-failed"}
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+        assert tables == {"deliveries", "bodies"}
+
+    process = Recorder()
+    inbox = make_inbox(tmp_path, process, max_attempts=5)
+    await inbox.start()
+    assert inbox.pending == 2
+    await until(lambda: inbox.pending == 0)
+    assert sorted(process.calls) == ["v-queued", "v-running"]
+    assert [p["issue"]["number"] for p in process.payloads] == [1, 1]  # parsed again from the migrated bodies
+    done_again = Delivery(event="issues", delivery_id="v-done", payload={}, body=ISSUE_OPENED, source="github-http")
+    assert await inbox.submit(done_again) == "duplicate"
+    assert requeue(path, ["v-failed"]) == ["v-failed"]  # `hookbot deliveries retry`: its body came along
+    await until(lambda: states(tmp_path)["v-failed"] == ("done", 1))
+    await inbox.stop(grace=1)
+    assert sorted(process.calls) == ["v-failed", "v-queued", "v-running"]
+    assert bodies_kept(tmp_path) == set()
+
+
+async def test_start_prunes_finished_deliveries_after_the_keep_period_with_their_bodies(tmp_path: Path) -> None:
+    long_ago, recently = time.time() - KEEP_FINISHED_SECONDS - 60, time.time() - 60
+    with contextlib.closing(connect(journal_path(tmp_path))) as conn:
+        conn.executemany(
+            "INSERT INTO deliveries (id, delivery_id, event, source, received_at, state, updated_at)"
+            " VALUES (?, ?, 'issues', 'github-http', ?, ?, ?)",
+            [
+                (1, "old-done", long_ago, "done", long_ago),
+                (2, "old-failed", long_ago, "failed", long_ago),
+                (3, "new-failed", long_ago, "failed", recently),
+            ],
+        )
+        conn.executemany("INSERT INTO bodies VALUES (?, x'7b7d')", [(2,), (3,)])
+    inbox = make_inbox(tmp_path, Recorder())
+    await inbox.start()
+    await inbox.stop(grace=1)
+    assert states(tmp_path) == {"new-failed": ("failed", 0)}
+    with contextlib.closing(sqlite3.connect(journal_path(tmp_path))) as conn:
+        assert conn.execute("SELECT id FROM bodies").fetchall() == [(3,)]
