@@ -18,6 +18,7 @@ from bot.cli import main
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult, Outcome
 from bot.inbox import (
+    DUE,
     KEEP_FINISHED_SECONDS,
     JournalInbox,
     connect,
@@ -330,3 +331,10 @@ async def test_start_prunes_finished_deliveries_after_the_keep_period_with_their
     assert states(tmp_path) == {"new-failed": ("failed", 0)}
     with contextlib.closing(sqlite3.connect(journal_path(tmp_path))) as conn:
         assert conn.execute("SELECT id FROM bodies").fetchall() == [(3,)]
+
+
+def test_the_poll_reads_only_the_index_of_unfinished_deliveries(tmp_path: Path) -> None:
+    """The poll runs every second on a journal holding 14 days of finished rows: it must not scan them."""
+    with contextlib.closing(connect(journal_path(tmp_path))) as conn:
+        plan = " ".join(str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {DUE}", (0.0, 10)))
+    assert "USING INDEX deliveries_due" in plan, plan
