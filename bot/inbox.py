@@ -82,8 +82,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 )
 # 8 KiB pages for a new journal: a ~12 KB body fills one and a half pages instead of three 4 KiB ones (each page
 # a WAL frame, and a copy at the checkpoint), which saves more than writing the small rows' and the indexes' pages
-# in 8 KiB costs. SQLite sets the page size only while a file is empty: a journal migrated from version 0 keeps
-# its 4 KiB pages.
+# in 8 KiB costs. SQLite sets the page size only while a file is empty, or in a VACUUM (see compact()).
 PAGE_SIZE = 8192
 
 # A new delivery is inserted; a redelivery of a dead letter (GitHub's "Redeliver" button) queues it again; a
@@ -196,11 +195,13 @@ def migrate(conn: sqlite3.Connection) -> None:
     and dead letters must stay retriable. The version is checked again under the write lock, since the server
     and a `hookbot deliveries` command may open the file at the same time.
     """
+    converted = False
     conn.execute("BEGIN IMMEDIATE")
     try:
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(deliveries)")}
-            for statement in MIGRATE_FROM_V0 if "body" in columns else SCHEMA:
+            converted = "body" in columns
+            for statement in MIGRATE_FROM_V0 if converted else SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -208,6 +209,26 @@ def migrate(conn: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+    if converted:
+        compact(conn)
+
+
+def compact(conn: sqlite3.Connection) -> None:
+    """Once after converting a version 0 journal: give back the space of the dropped bodies, and take PAGE_SIZE.
+
+    A version 0 file held every body for KEEP_FINISHED_SECONDS and SQLite never shrinks a file by itself. The
+    page size can change only outside WAL mode, so the file leaves it for the VACUUM (atomic, under a rollback
+    journal). Only an optimisation: while another connection has the file open SQLite refuses to leave WAL mode,
+    and the journal simply stays as it is.
+    """
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute("VACUUM")
+    except sqlite3.OperationalError as exc:
+        log.info("journal converted but not compacted (%s); it works as it is", exc)
+    finally:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def restore_delivery(event: str, delivery_id: str, body: bytes, source: str, received_at: float) -> Delivery:

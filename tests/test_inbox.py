@@ -20,6 +20,7 @@ from bot.dispatch import DispatchResult, Outcome
 from bot.inbox import (
     DUE,
     KEEP_FINISHED_SECONDS,
+    PAGE_SIZE,
     JournalInbox,
     connect,
     journal_path,
@@ -293,6 +294,8 @@ async def test_a_journal_of_the_old_schema_is_migrated_on_open_without_losing_wo
     assert bodies_kept(tmp_path) == {"v-queued", "v-running", "v-failed"}
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
         assert tables == {"deliveries", "bodies"}
 
@@ -338,3 +341,19 @@ def test_the_poll_reads_only_the_index_of_unfinished_deliveries(tmp_path: Path) 
     with contextlib.closing(connect(journal_path(tmp_path))) as conn:
         plan = " ".join(str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {DUE}", (0.0, 10)))
     assert "USING INDEX deliveries_due" in plan, plan
+
+
+def test_a_converted_journal_open_elsewhere_is_left_uncompacted_but_works(tmp_path: Path) -> None:
+    path = journal_path(tmp_path)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as old:
+        old.execute("PRAGMA journal_mode=WAL")
+        old.executescript(SCHEMA_V0)
+        old.execute(
+            "INSERT INTO deliveries VALUES ('v-1', 'issues', 'github-http', 1, x'7b7d', 'failed', 1, 0, 1, 'e')"
+        )
+        assert old.execute("SELECT count(*) FROM deliveries").fetchone() == (1,)  # still open: no WAL mode change
+        with contextlib.closing(connect(path)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
+    assert [(row.delivery_id, row.state) for row in recent_deliveries(path)] == [("v-1", "failed")]
+    assert bodies_kept(tmp_path) == {"v-1"}
