@@ -34,18 +34,35 @@ _SECRET_PATTERN = re.compile(
 _known_secrets: set[str] = set()
 
 
+# Short values already redacted (event names, repositories, outcomes: a delivery's lines repeat them), so the
+# pattern is not run over them again and again; emptied when full and whenever a secret is registered.
+_redacted: dict[str, str] = {}
+REDACTED_CACHE_SIZE = 4096
+REDACTED_CACHE_MAX_LENGTH = 100
+
+
 def register_secret(value: str | bytes | None) -> None:
     """Remember a configured secret (webhook secret, token) so that no log line ever prints it verbatim."""
     text = value.decode(errors="replace") if isinstance(value, bytes) else value
     if text and len(text) >= 8:
         _known_secrets.add(text)
+        _redacted.clear()
 
 
 def redact(text: str) -> str:
+    cached = _redacted.get(text)
+    if cached is not None:
+        return cached
+    clean = text
     for secret in _known_secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return _SECRET_PATTERN.sub(REDACTED, text)
+        if secret in clean:
+            clean = clean.replace(secret, REDACTED)
+    clean = _SECRET_PATTERN.sub(REDACTED, clean)
+    if len(text) <= REDACTED_CACHE_MAX_LENGTH:
+        if len(_redacted) >= REDACTED_CACHE_SIZE:
+            _redacted.clear()
+        _redacted[text] = clean
+    return clean
 
 
 class JsonFormatter(logging.Formatter):

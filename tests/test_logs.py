@@ -65,6 +65,12 @@ def test_register_secret_ignores_short_values() -> None:
     assert render("abc")["message"] == "abc"
 
 
+def test_a_secret_registered_later_is_redacted_from_values_seen_before() -> None:
+    assert render("x", repository="owner/late-registered-secret")["repository"] == "owner/late-registered-secret"
+    register_secret("late-registered-secret")
+    assert render("x", repository="owner/late-registered-secret")["repository"] == "owner/[redacted]"
+
+
 class Clock:
     now = 0.0
 
