@@ -112,8 +112,9 @@ class Dispatcher:
         """
         outcomes: list[Outcome | None] = []
         runs: list[Coroutine[object, object, Outcome]] = []
+        every = sansio.Event(event.data, event=WILDCARD, delivery_id=event.delivery_id)
         for plugin in self.plugins:
-            callbacks = callbacks_for(plugin.router, event)
+            callbacks = callbacks_for(plugin.router, event, every)
             if callbacks:
                 runs.append(self._run_plugin(plugin, callbacks, event, gh, delivery, actions, bot_login))
                 outcomes.append(None)
@@ -138,7 +139,7 @@ class Dispatcher:
         ctx = HandlerContext(
             delivery=delivery,
             config=plugin.config,
-            log=logging.getLogger(f"hookbot.handlers.{plugin.name}"),
+            log=plugin.log,
             dry_run=self.dry_run,
             aws=self.aws,
             actions=actions,
@@ -160,12 +161,12 @@ class Dispatcher:
         return outcome
 
 
-def callbacks_for(router: Router, event: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
-    """The router's callbacks for this event, plus those registered for ``"*"`` (every event, e.g. audit).
+def callbacks_for(router: Router, event: sansio.Event, every: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
+    """The router's callbacks for ``event``, plus those registered for ``"*"`` (``every``: the same event under
+    that name; every event goes to them, e.g. audit).
 
     Sorted by name so that a plugin's handlers run in a stable order (gidgethub returns a set).
     """
-    every = sansio.Event(event.data, event=WILDCARD, delivery_id=event.delivery_id)
     found = router.fetch(event) | router.fetch(every)
     return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
 

@@ -44,6 +44,7 @@ class Plugin:
     name: str
     router: Router
     config: Any
+    log: logging.Logger  # handlers log through ctx.log, named hookbot.handlers.<name>
 
 
 def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
@@ -76,7 +77,7 @@ def load_plugins(
         if config is NOT_SET_UP:
             log.info("plugin %s is installed but has nothing to do under this config; not loaded", name)
             continue
-        plugins.append(Plugin(name=name, router=router, config=config))
+        plugins.append(Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}")))
     return plugins
 
 
