@@ -79,16 +79,22 @@ class Dispatcher:
                 return result
             actions = ActionLog(dry_run=self.dry_run)
             event = sansio.Event(delivery.payload, event=delivery.event, delivery_id=delivery.delivery_id)
-            try:
-                gh = await self.github.for_installation(delivery.installation_id, actions)
-                # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
-                bot_login = await self.github.bot_login() if delivery.from_github else None
-            except Exception as exc:
-                await self.dedupe.release(delivery.delivery_id)
-                log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
-                result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
-                return result
-            result.outcomes = await self._run_plugins(event, gh, delivery, actions, bot_login)
+            every = sansio.Event(delivery.payload, event=WILDCARD, delivery_id=delivery.delivery_id)
+            routes = [(plugin, callbacks_for(plugin.router, event, every)) for plugin in self.plugins]
+            if any(callbacks for _, callbacks in routes):
+                try:
+                    gh = await self.github.for_installation(delivery.installation_id, actions)
+                    # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
+                    bot_login = await self.github.bot_login() if delivery.from_github else None
+                except Exception as exc:
+                    await self.dedupe.release(delivery.delivery_id)
+                    log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
+                    result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
+                    return result
+                result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login)
+            else:
+                # An event no plugin handles (GitHub sends many kinds) needs no GitHub client, token or task.
+                result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
             result.actions = actions.lines
             if result.ok:
                 await self.dedupe.mark_done(delivery.delivery_id)
@@ -103,7 +109,13 @@ class Dispatcher:
             current_delivery.reset(token)
 
     async def _run_plugins(
-        self, event: sansio.Event, gh: object, delivery: Delivery, actions: ActionLog, bot_login: str | None
+        self,
+        routes: list[tuple[Plugin, list[Callable[..., Awaitable[None]]]]],
+        event: sansio.Event,
+        gh: object,
+        delivery: Delivery,
+        actions: ActionLog,
+        bot_login: str | None,
     ) -> list[Outcome]:
         """Run the plugins that have callbacks for this event side by side; the rest are skipped without a task.
 
@@ -112,9 +124,7 @@ class Dispatcher:
         """
         outcomes: list[Outcome | None] = []
         runs: list[Coroutine[object, object, Outcome]] = []
-        every = sansio.Event(event.data, event=WILDCARD, delivery_id=event.delivery_id)
-        for plugin in self.plugins:
-            callbacks = callbacks_for(plugin.router, event, every)
+        for plugin, callbacks in routes:
             if callbacks:
                 runs.append(self._run_plugin(plugin, callbacks, event, gh, delivery, actions, bot_login))
                 outcomes.append(None)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +23,7 @@ from gidgethub.sansio import decipher_response as gidgethub_decipher
 from bot.config import GitHubSettings
 from bot.context import ActionLog
 from bot.github import GitHubClients, UntrustedURLError, decipher_response, is_permanent, rate_limit_wait
+from bot.github_webhook import delivery_from_github
 from bot.inbox import journal_path, recent_deliveries
 from bot.metrics import REGISTRY
 from bot.runtime import Runtime, webhook_secrets
@@ -63,6 +65,33 @@ async def test_app_installation_tokens_are_fetched_once_and_cached(
     assert claims["iss"] == "4242"
     comment_auth = [r.headers["Authorization"] for r in fake.calls("POST", "/repos/")]
     assert comment_auth == ["token ghs_installation_1"] * 3 + ["token ghs_installation_2"]
+
+
+@pytest.mark.parametrize(("fixture", "runs"), [("issues.opened", True), ("issues.edited", False)])
+async def test_only_a_delivery_some_plugin_handles_needs_a_github_client(
+    fake_github: tuple[FakeGitHub, str], app_key: tuple[str, rsa.RSAPublicKey], tmp_path: Path, fixture: str, runs: bool
+) -> None:
+    """With the App's token endpoint down, a greeting fails (and is retried later), but an event no plugin
+    handles is finished without asking GitHub for anything."""
+    fake, url = fake_github
+    fake.faults.append(Fault("POST", "/app/installations/", status=500, times=10))
+    settings = make_settings(tmp_path, GITHUB_APP_ID="4242", GITHUB_PRIVATE_KEY=app_key[0], GITHUB_API_URL=url)
+    runtime = Runtime.build(settings, secrets_=webhook_secrets(settings))
+    payload = {**orjson.loads(fixture_bytes(f"github/{fixture}.json")), "installation": {"id": 77}}
+    body = orjson.dumps(payload)
+    delivery = delivery_from_github(
+        body, event="issues", delivery_id=f"auth-{fixture}", content_type="application/json", source="github-http"
+    )
+    try:
+        result = await runtime.dispatcher.dispatch(delivery)
+    finally:
+        await runtime.close()
+    if runs:
+        assert [(o.handler, o.status) for o in result.outcomes] == [("github-auth", "failed")]
+        assert len(fake.calls("POST", "/app/installations/")) == 1
+    else:
+        assert result.ok and {o.status for o in result.outcomes} == {"skipped"}
+        assert fake.requests == []
 
 
 async def test_requests_never_leave_the_configured_api(fake_github: tuple[FakeGitHub, str]) -> None:
