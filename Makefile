@@ -15,7 +15,7 @@ run: $(BIN)/.installed
 	$(BIN)/hookbot serve
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check bot handlers tests
+	$(BIN)/ruff check bot handlers tests bench
 	$(BIN)/mypy
 
 test: lint
