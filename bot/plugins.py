@@ -5,10 +5,11 @@ optionally, ``configure(section) -> object`` that checks its config section at s
 handlers receive as ``ctx.config``. A plugin that hands parts of hookbot's environment on to something it runs
 (exec passes ``PATH`` and an allow-list to its child processes) declares ``configure(section, *, env)`` and gets
 the snapshot bot/config.py read, so no plugin reads the environment itself. A plugin that is installed but
-has nothing to do under this config (audit without a destination, exec without hooks) returns ``NOT_SET_UP``
-from ``configure()`` and is not loaded: otherwise it would still run, log and be timed on every delivery, which
-for two idle built-ins was over a quarter of a delivery's CPU (BENCHMARKS.md). The built-ins are registered in
-pyproject.toml exactly as a third-party package registers its own, so nothing here treats them specially.
+has nothing to do under this config (audit without a destination, exec without hooks, lambda_deploy without
+rules) returns ``NOT_SET_UP`` from ``configure()`` and is not loaded: otherwise it would still run, log and be
+timed on every delivery, which for two idle built-ins was over a quarter of a delivery's CPU (BENCHMARKS.md).
+The built-ins are registered in pyproject.toml exactly as a third-party package registers its own, so nothing
+here treats them specially.
 """
 
 from __future__ import annotations

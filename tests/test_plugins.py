@@ -37,8 +37,15 @@ def test_unknown_greeter_setting_is_a_config_error() -> None:
 
 
 def test_a_plugin_with_nothing_to_do_under_this_config_is_not_loaded(tmp_path: Path) -> None:
-    """audit without a destination and exec without hooks would only cost time on every delivery."""
-    idle = load_plugins(["audit", "exec", "greeter"], {})
+    """audit without a destination, exec without hooks and lambda_deploy without rules would only cost time on
+    every delivery (and lambda_deploy would answer every `/deploy`, even one meant for another bot)."""
+    idle = load_plugins(["audit", "exec", "greeter", "lambda_deploy"], {})
     assert [plugin.name for plugin in idle] == ["greeter"]
-    set_up = load_plugins(["audit"], {"audit": {"destination": f"file://{tmp_path}"}})
-    assert [plugin.name for plugin in set_up] == ["audit"]
+    set_up = load_plugins(
+        ["audit", "lambda_deploy"],
+        {
+            "audit": {"destination": f"file://{tmp_path}"},
+            "lambda_deploy": {"s3": [{"bucket": "b", "function": "f"}]},
+        },
+    )
+    assert [plugin.name for plugin in set_up] == ["audit", "lambda_deploy"]
