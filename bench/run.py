@@ -373,16 +373,33 @@ def lambda_event(workdir: Path, load: Load) -> Path:
     return path
 
 
-def cold_start(workdir: Path, load: Load, repetitions: int) -> dict[str, Any] | None:
-    """Wall time of fresh interpreters, alternating the Lambda path and the bare imports; None when absent."""
-    if importlib.util.find_spec("bot.aws_lambda") is None:
-        return None
-    event = lambda_event(workdir, load)
-    env = server_env(workdir)
-    commands = {
-        "lambda": ["taskset", "-c", SERVER_CORE, str(PYTHON), "-c", LAMBDA_SNIPPET, str(event)],
-        "imports": ["taskset", "-c", SERVER_CORE, str(PYTHON), "-c", IMPORT_SNIPPET],
-    }
+def lambda_task_dir(workdir: Path) -> Path:
+    """hookbot as a Lambda function holds it: installed (not editable) with only its runtime dependencies, in one
+    directory that goes on PYTHONPATH, as `hookbot package` lays out /var/task (but for this machine's Python)."""
+    target = workdir / "lambda-task"
+    subprocess.run(
+        [
+            str(PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    return target
+
+
+def time_interpreters(
+    commands: dict[str, list[str]], env: dict[str, str], workdir: Path, repetitions: int
+) -> dict[str, Any]:
+    """Median wall time of fresh interpreters running each command, alternating them."""
     times: dict[str, list[float]] = {name: [] for name in commands}
     for argv in commands.values():  # one untimed run each fills the OS page cache
         subprocess.run(argv, env=env, cwd=workdir, check=True, capture_output=True, timeout=60)
@@ -399,6 +416,32 @@ def cold_start(workdir: Path, load: Load, repetitions: int) -> dict[str, Any] | 
         "ratio": round(lambda_ms / imports_ms, 2),
         "samples_ms": times,
     }
+
+
+def cold_start(workdir: Path, load: Load, repetitions: int) -> dict[str, Any] | None:
+    """Fresh interpreters, alternating the Lambda path and the bare imports; None when this branch has no Lambda entry.
+
+    Measured twice. As on Lambda (the goal's figure): the base interpreter with hookbot and its runtime
+    dependencies installed into one directory on PYTHONPATH, both sides alike. And in this development venv,
+    whose editable install adds an import hook to every import and whose test tools add some hundred
+    distributions to the plugin entry-point scan: neither is on a Lambda.
+    """
+    if importlib.util.find_spec("bot.aws_lambda") is None:
+        return None
+    event = lambda_event(workdir, load)
+    env = server_env(workdir)
+    base_python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    results = {}
+    for name, python, python_env in (
+        ("packaged", base_python, {**env, "PYTHONPATH": str(lambda_task_dir(workdir))}),
+        ("dev_venv", PYTHON, env),
+    ):
+        commands = {
+            "lambda": ["taskset", "-c", SERVER_CORE, str(python), "-c", LAMBDA_SNIPPET, str(event)],
+            "imports": ["taskset", "-c", SERVER_CORE, str(python), "-c", IMPORT_SNIPPET],
+        }
+        results[name] = time_interpreters(commands, python_env, workdir, repetitions)
+    return {**results["packaged"], "dev_venv": results["dev_venv"]}
 
 
 # -------------------------------------------------------------------------------------------- profiling
@@ -702,8 +745,8 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
     if cold:
         lines.append(
             f"| Lambda cold start (ms): fresh `import aiohttp, gidgethub` vs `import bot.aws_lambda` + one "
-            f"SNS-borne delivery | {cold['imports_ms']:.0f} | | | {cold['lambda_ms']:.0f} | **{cold['ratio']:.2f}** | "
-            f"| <= 1.25 x | {verdict(cold['ratio'] <= 1.25)} |"
+            f"SNS-borne delivery, installed as on Lambda | {cold['imports_ms']:.0f} | | | {cold['lambda_ms']:.0f} | "
+            f"**{cold['ratio']:.2f}** | | <= 1.25 x | {verdict(cold['ratio'] <= 1.25)} |"
         )
     else:
         lines.append(
@@ -718,7 +761,10 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
         f"{peer_vs_bare['cpu_us_per_request']:.1f} x its CPU per request."
         + (
             f" Cold start: wall time of a fresh interpreter, median of {config['cold_repetitions']} alternating "
-            "runs each."
+            "runs each, with hookbot and its runtime dependencies installed into one directory as a Lambda "
+            f"package holds them; in the development venv (editable install, test tools): "
+            f"{cold['dev_venv']['imports_ms']:.0f} vs {cold['dev_venv']['lambda_ms']:.0f} ms, "
+            f"{cold['dev_venv']['ratio']:.2f} x."
             if cold
             else ""
         ),
@@ -853,7 +899,11 @@ def main() -> int:
                     soak.append(hookbot.rss_mib())
                     print(f"soak: RSS {soak[-1]:.1f} MiB", flush=True)
         cold = cold_start(workdir, load, args.cold_repetitions)
-        print(f"cold start: {cold and {k: v for k, v in cold.items() if k != 'samples_ms'}}", flush=True)
+        if cold:
+            for label, figures in (("as on Lambda", cold), ("development venv", cold["dev_venv"])):
+                print(
+                    f"cold start, {label}: {figures['imports_ms']} vs {figures['lambda_ms']} ms, {figures['ratio']} x"
+                )
 
     summary = summarise(rounds, soak, cold)
     config = {

@@ -16,7 +16,9 @@ event. The rest, one concern per module:
 - :mod:`.commands`: the ``/deploy`` comment grammar;
 - :mod:`.errors`: the two ways a deployment ends without running.
 
-Importing the plugin loads neither boto3 nor botocore: clients come from ``ctx.aws`` when a deployment runs.
+Importing the plugin loads neither boto3 nor botocore: clients come from ``ctx.aws`` when a deployment runs, and
+the deployment path itself (:mod:`.deployments`, :mod:`.aws_steps`) is imported by the first event that deploys,
+since every Lambda cold start, and every process with no rule, would otherwise pay for it (~2 ms).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from gidgethub.routing import Router
 from bot.context import HandlerContext
 from handlers.lambda_deploy.commands import USAGE, parse_command, pick_rule
 from handlers.lambda_deploy.config import LambdaDeployConfig, configure
-from handlers.lambda_deploy.deployments import deploy_commit, deploy_ref, deploy_upload, roll_back_alias
 from handlers.lambda_deploy.github import MARKER, permission_of, reply
 from handlers.lambda_deploy.ordering import order_of
 
@@ -55,6 +56,8 @@ async def push(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
     rules = [rule for rule in config.push if rule.matches(repository, branch)]
     if not rules:
         return
+    from handlers.lambda_deploy.deployments import deploy_commit
+
     head = data.get("head_commit") or {}
     order = order_of(data["repository"].get("pushed_at"), order_of(head.get("timestamp"), ctx.delivery.received_at))
     await asyncio.gather(*(deploy_commit(gh, ctx, rule, repository, sha, order) for rule in rules))
@@ -69,6 +72,8 @@ async def s3_upload(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> 
     bucket, key, version = str(data.get("bucket", "")), str(data.get("key", "")), data.get("version_id")
     config: LambdaDeployConfig = ctx.config
     order = order_of(data.get("event_time"), ctx.delivery.received_at)
+    from handlers.lambda_deploy.deployments import deploy_upload
+
     for rule in (rule for rule in config.s3 if rule.matches(bucket, key)):
         await deploy_upload(ctx, rule, bucket, key, version if isinstance(version, str) else None, order)
 
@@ -102,6 +107,8 @@ async def deploy_command(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext
         await reply(gh, repository, number, picked)
         return
     order = order_of(comment.get("created_at"), ctx.delivery.received_at)
+    from handlers.lambda_deploy.deployments import deploy_ref, roll_back_alias
+
     if command.kind == "rollback":
         text = await roll_back_alias(ctx, picked, repository, user, order)
     else:
