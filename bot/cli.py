@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--with", dest="with_requirements", action="append", default=[], metavar="REQ", help="also bundle REQ (plugins)"
     )
     package.add_argument("--project", type=Path, help="hookbot source tree (default: this checkout)")
+    package.add_argument(
+        "--python",
+        help="Python 3.12 interpreter to compile bytecode with (default: python3.12 on PATH or beside this Python)",
+    )
     package.add_argument("--config", dest="sub_config", help="bundle this config file as hookbot.toml (no secrets)")
 
     deliveries = commands.add_parser("deliveries", help="the local inbox's recent deliveries and their outcome")
@@ -230,6 +234,7 @@ def package(args: argparse.Namespace, config: str | None) -> int:
             project=args.project,
             config=Path(config) if config else None,
             extra_requirements=args.with_requirements,
+            python=args.python,
         )
     except PackageError as exc:
         print(f"hookbot package: {exc}", file=sys.stderr)

@@ -6,7 +6,6 @@ Precedence: environment variable, then the config file, then the default.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +163,8 @@ def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    import tomllib  # only when there is a file: a Lambda without a bundled config never pays for the parser
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)

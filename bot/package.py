@@ -6,11 +6,15 @@ Two steps, kept apart so the second can be tested without a network:
    runtime needs them (``--platform manylinux2014_<arch> --only-binary=:all:``), whatever machine builds it. The
    libraries the runtime already ships (boto3 and its own dependencies) are removed again, using each one's RECORD
    so that packages whose import name differs from their distribution name go too.
-2. ``write_zip``: a pure function over a directory. Entries are sorted, stamped with one fixed time and given fixed
+2. ``compile_bytecode``: with a Python 3.12 interpreter at hand (``python3.12`` on PATH, or ``--python``), every
+   module is compiled ahead, as ``unchecked-hash`` .pyc files naming /var/task paths. Lambda's /var/task is
+   read-only, so without them every cold start compiles every module it imports, and caches nothing: about 120 ms
+   for hookbot's imports (BENCHMARKS.md). Same sources and the same interpreter give the same bytes.
+3. ``write_zip``: a pure function over a directory. Entries are sorted, stamped with one fixed time and given fixed
    permissions, so the same tree always gives a byte-identical zip (and the same CodeSha256 in Lambda, which
    lets CloudFormation see that nothing changed). Files that only make the zip differ from build to build or that
-   Lambda never uses (bytecode caches, pip's RECORD/INSTALLER/direct_url.json, console scripts with this
-   machine's interpreter in their shebang) are left out.
+   Lambda never uses (bytecode of any other Python, pip's RECORD/INSTALLER/direct_url.json, console scripts with
+   this machine's interpreter in their shebang) are left out.
 
 Lambda refuses a directly uploaded zip over 50 MB and any function over 250 MB unpacked; checking here turns a
 failed deploy minutes later into one clear line now.
@@ -32,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 PYTHON_VERSION = "3.12"
+BYTECODE_TAG = "cpython-312"  # the .pyc files Lambda's Python 3.12 loads: __pycache__/<module>.cpython-312.pyc
+TASK_ROOT = "/var/task"  # where Lambda unpacks the zip; compiled in as the modules' file names
 # Wheels Lambda's Python 3.12 runtime (Amazon Linux 2023, glibc 2.34) can load; the first is preferred.
 PLATFORMS = {
     "arm64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
@@ -92,7 +98,10 @@ def is_excluded(path: PurePosixPath) -> bool:
     """True for files that Lambda never uses or that would make two builds of the same tree differ."""
     parts = path.parts
     if "__pycache__" in parts or path.suffix in {".pyc", ".pyo"}:
-        return True
+        if parts[-2:-1] != ("__pycache__",) or not path.name.endswith(f".{BYTECODE_TAG}.pyc"):
+            return True  # another Python's bytecode, or a stray legacy .pyc
+        # Lambda's bytecode goes wherever its source goes.
+        return is_excluded(PurePosixPath(*parts[:-2], path.name.removesuffix(f".{BYTECODE_TAG}.pyc") + ".py"))
     if parts[0] == "bin":  # console scripts: their shebang names the build machine's interpreter
         return True
     if len(parts) == 2 and parts[0].endswith(".dist-info") and parts[1] in PIP_NOISE:
@@ -243,6 +252,44 @@ def find_project_root(start: Path | None = None) -> Path:
 Runner = Callable[[Sequence[str]], None]
 
 
+def python_version_of(python: str) -> str | None:
+    """``3.12`` for a working Python 3.12 interpreter; None when it does not run (a pyenv shim may only complain)."""
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return probe.stdout.strip() if probe.returncode == 0 else None
+
+
+def find_lambda_python() -> str | None:
+    """A working interpreter of Lambda's Python version: ``python3.12`` on PATH, or one installed beside this one
+    (pyenv keeps each version in a sibling directory)."""
+    name = f"python{PYTHON_VERSION}"
+    siblings = sorted(Path(sys.base_prefix).parent.glob(f"{PYTHON_VERSION}*/bin/{name}"), reverse=True)
+    for candidate in (shutil.which(name), *map(str, siblings)):
+        if candidate and python_version_of(candidate) == PYTHON_VERSION:
+            return candidate
+    return None
+
+
+def compile_bytecode(target: Path, python: str) -> str | None:
+    """Compile every module under ``target`` with ``python`` (Lambda's Python version); None, or why it could not.
+
+    Only a missing or wrong interpreter stops it; a file that does not compile (some libraries ship Python 2
+    leftovers) just has no .pyc, as on Lambda it would not import either.
+    """
+    version = python_version_of(python)
+    if version != PYTHON_VERSION:
+        return f"{python} is not a working Python {PYTHON_VERSION} ({version or 'it does not run'})"
+    compileall = ["-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash"]
+    subprocess.run(
+        [python, *compileall, "-s", str(target), "-p", TASK_ROOT, str(target)], capture_output=True, check=False
+    )
+    return None
+
+
 def run_pip(args: Sequence[str]) -> None:
     """Run this interpreter's pip; its own output explains a failure, this adds which step failed."""
     command = [sys.executable, "-m", "pip", *args]
@@ -304,9 +351,14 @@ def build_package(
     project: Path | None = None,
     config: Path | None = None,
     extra_requirements: Sequence[str] = (),
+    python: str | None = None,
     pip: Runner = run_pip,
 ) -> ZipSummary:
-    """The whole `hookbot package`: stage, prune, optionally bundle a config file, zip."""
+    """The whole `hookbot package`: stage, prune, compile, optionally bundle a config file, zip.
+
+    ``python`` is the interpreter to compile with (default: find_lambda_python()); without one the zip has no
+    bytecode and a note on stderr says what that costs.
+    """
     if config is not None:
         check_bundled_config(config)
     root = find_project_root(project)
@@ -320,6 +372,14 @@ def build_package(
             extra_requirements=extra_requirements,
             pip=pip,
         )
+        interpreter = python or find_lambda_python()
+        problem = compile_bytecode(target, interpreter) if interpreter else f"no Python {PYTHON_VERSION} found"
+        if problem:
+            print(
+                f"hookbot package: no bytecode in the zip ({problem}); every cold start will compile the modules it"
+                f" imports. Pass --python with a Python {PYTHON_VERSION} interpreter to include it.",
+                file=sys.stderr,
+            )
         if config is not None:
             shutil.copyfile(config, target / BUNDLED_CONFIG_NAME)
         return write_zip(target, output)

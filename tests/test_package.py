@@ -13,9 +13,13 @@ import pytest
 
 from bot.cli import main
 from bot.package import (
+    PYTHON_VERSION,
+    TASK_ROOT,
     ZIP_EPOCH,
     PackageError,
     check_bundled_config,
+    compile_bytecode,
+    find_lambda_python,
     remove_distributions,
     unneeded,
     write_zip,
@@ -29,6 +33,10 @@ def make_tree(root: Path) -> Path:
     files = {
         "bot/__init__.py": "VERSION = 1\n",
         "bot/__pycache__/__init__.cpython-312.pyc": "bytecode",
+        "lib/tests/__pycache__/test_lib.cpython-312.pyc": "a test's bytecode",
+        "bin/__pycache__/jp.cpython-312.pyc": "a console script's bytecode",
+        "bot/__pycache__/__init__.cpython-311.pyc": "this machine's bytecode",
+        "lib/__init__.pyc": "a stray legacy .pyc",
         "handlers/greeter.py": "router = None\n",
         "lib/tests/test_lib.py": "def test(): pass\n",
         "lib/__init__.py": "",
@@ -73,6 +81,7 @@ def test_zip_is_sorted_stamped_and_free_of_build_noise(tmp_path: Path) -> None:
     names = [info.filename for info in infos]
     assert names == [
         "bot/__init__.py",
+        "bot/__pycache__/__init__.cpython-312.pyc",
         "handlers/greeter.py",
         "hookbot-0.1.0.dist-info/METADATA",
         "hookbot-0.1.0.dist-info/entry_points.txt",
@@ -87,6 +96,33 @@ def test_zip_is_sorted_stamped_and_free_of_build_noise(tmp_path: Path) -> None:
     assert summary.files == len(names)
     assert summary.zipped_bytes == (tmp_path / "out.zip").stat().st_size
     assert "zipped" in summary.describe() and summary.sha256 in summary.describe()
+
+
+LAMBDA_PYTHON = find_lambda_python()
+
+
+@pytest.mark.skipif(LAMBDA_PYTHON is None, reason=f"needs python{PYTHON_VERSION} on PATH")
+def test_bytecode_is_compiled_for_lambdas_python_the_same_every_time(tmp_path: Path) -> None:
+    """Lambda's /var/task is read-only: without shipped bytecode every cold start compiles every import."""
+    assert LAMBDA_PYTHON is not None
+    builds = []
+    for name in ("a", "b"):
+        tree = tmp_path / name
+        (tree / "bot").mkdir(parents=True)
+        (tree / "bot/__init__.py").write_text("def where() -> str:\n    return __file__\n")
+        (tree / "legacy.py").write_text("print 'python 2'\n")  # does not compile: skipped, not fatal
+        assert compile_bytecode(tree, LAMBDA_PYTHON) is None
+        builds.append(sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.pyc")))
+        assert (tree / "bot/__pycache__/__init__.cpython-312.pyc").exists()
+    assert builds[0] == builds[1] == ["bot/__pycache__/__init__.cpython-312.pyc"]
+    first, second = (tmp_path / name / "bot/__pycache__/__init__.cpython-312.pyc" for name in ("a", "b"))
+    assert first.read_bytes() == second.read_bytes()
+    assert f"{TASK_ROOT}/bot/__init__.py".encode() in first.read_bytes()
+
+
+def test_bytecode_needs_lambdas_python_version(tmp_path: Path) -> None:
+    assert "is not a working Python" in (compile_bytecode(tmp_path, sys.executable) or "")
+    assert "it does not run" in (compile_bytecode(tmp_path, str(tmp_path / "no-such-python")) or "")
 
 
 def test_past_lambdas_limits_fails_clearly_and_leaves_no_zip(tmp_path: Path) -> None:
@@ -156,8 +192,9 @@ def test_hookbot_package_builds_an_importable_arm64_zip_with_pip(tmp_path: Path)
     config = tmp_path / "deploy.toml"
     config.write_text('[greeter]\nissue_comment = "Thanks, @{author}!"\n')
     output = tmp_path / "hookbot-lambda.zip"
+    compile_with = ["--python", LAMBDA_PYTHON] if LAMBDA_PYTHON else []
     result = subprocess.run(
-        [sys.executable, "-m", "bot", "package", "--output", str(output), "--config", str(config)],
+        [sys.executable, "-m", "bot", "package", "--output", str(output), "--config", str(config), *compile_with],
         capture_output=True,
         text=True,
         check=False,
@@ -165,6 +202,7 @@ def test_hookbot_package_builds_an_importable_arm64_zip_with_pip(tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {output}:" in result.stdout and "MB zipped" in result.stdout
+    assert ("no bytecode in the zip" in result.stderr) == (LAMBDA_PYTHON is None)
 
     with zipfile.ZipFile(output) as archive:
         names = set(archive.namelist())
@@ -175,7 +213,10 @@ def test_hookbot_package_builds_an_importable_arm64_zip_with_pip(tmp_path: Path)
     assert set(shipped) <= names  # bot/aws_lambda.py included, once it exists
     assert "handlers/greeter.py" in names
     assert not any(name.startswith(("boto3/", "botocore/", "s3transfer/", "jmespath/", "bin/")) for name in names)
-    assert not any("__pycache__" in name or name.endswith("/RECORD") for name in names)
+    assert not any(name.endswith("/RECORD") for name in names)
+    bytecode = {name for name in names if "__pycache__" in name}
+    assert all(name.endswith(".cpython-312.pyc") for name in bytecode)
+    assert ("bot/__pycache__/aws_lambda.cpython-312.pyc" in bytecode) == (LAMBDA_PYTHON is not None)
     native = [name for name in names if name.endswith(".so")]
     assert native and all("x86_64" not in name for name in native)
     assert any("aarch64" in name for name in native)
