@@ -249,7 +249,7 @@ def audit_show(settings: Settings, delivery_id: str) -> int:
 
     from bot.aws import AwsClients
     from bot.plugins import load_plugins
-    from handlers.audit import read_record
+    from handlers.audit.records import read_record
 
     loaded = load_plugins(["audit"], settings.plugin_sections)
     config = loaded[0].config if loaded else None  # not loaded: installed but not set up

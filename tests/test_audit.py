@@ -16,7 +16,7 @@ from bot import cli
 from bot.config import ConfigError
 from bot.delivery import Delivery
 from bot.runtime import Runtime
-from handlers.audit import REDACTED, parse_pattern, redact
+from handlers.audit.records import REDACTED, parse_pattern, redact
 from tests.helpers import fixture_bytes, make_settings
 
 PUSH = json.loads(fixture_bytes("github/push.json"))

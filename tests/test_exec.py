@@ -387,7 +387,7 @@ async def test_config_mistakes_fail_at_start(build: Build, toml: str, message: s
 
 
 def test_literal_braces_and_json_values() -> None:
-    from handlers.exec import render_command
+    from handlers.exec.hooks import render_command
 
     payload = {"n": 1, "ok": True, "none": None, "list": [{"id": "a"}]}
     argv = render_command(["{{x}}", "{n}", "{ok}", "{none}", "{list.0.id}", "{list}"], payload)

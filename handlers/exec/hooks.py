@@ -1,11 +1,6 @@
-"""Run the user's own executables on events: adnanh/webhook's hooks, in hookbot's plugin shape.
+"""The exec plugin's hooks: their config, rendering a command from a payload, running it, reporting its output.
 
-Nothing from a payload ever reaches a shell: the command is an argv list, and each ``{dotted.path}`` placeholder
-is replaced inside its own argv item, so a title such as ``$(rm -rf ~)`` arrives as that text. The payload goes on
-stdin as JSON, and the child gets a new, small environment (``HOOKBOT_*``, ``PATH`` and the names the config
-allows), never hookbot's own, which holds the webhook secret and the GitHub token. Each command runs in its own
-process group, so a timeout kills whatever it started too. Exit 0 is success; anything else raises, which the
-dispatcher records as this plugin's failure so that a retry of the delivery runs the hook again.
+Imported by the plugin (handlers/exec/__init__.py) once its config has hooks.
 """
 
 from __future__ import annotations
@@ -27,13 +22,10 @@ from typing import Any
 import orjson
 from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
 
 from bot.context import HandlerContext
-from bot.delivery import WILDCARD, Delivery
+from bot.delivery import Delivery
 from bot.plugins import NOT_SET_UP, NotSetUp
-
-router = Router()
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_CONCURRENT = 4
@@ -496,7 +488,6 @@ async def _run_and_report(hook: Hook, gh: GitHubAPI, ctx: HandlerContext) -> Non
         await post_output(gh, ctx, run)
 
 
-@router.register(WILDCARD)
 async def run_matching_hooks(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
     """Run every hook that wants this delivery, side by side; any failure fails the plugin (all rerun on retry)."""
     config: ExecConfig = ctx.config

@@ -1,10 +1,7 @@
-"""Keep a redacted record of every delivery, so an operator can answer "what did GitHub send us, and when".
+"""The audit plugin's records: the config, the redaction, and writing and reading a record in each store.
 
-The seed's SNS-triggered loggers "retain a full or partial copy of messages; watch for and elide sensitive
-information": here the partial copy is the payload with the configured paths replaced by ``[redacted]``, written
-to DynamoDB (with a TTL), to S3 (one object per delivery) or to local JSON-lines files. The record is written
-whatever the other plugins do with the delivery, and in dry-run too: it is hookbot's own log, not an action on
-GitHub. boto3 and file writes run in a thread, so a slow store never holds up the event loop.
+Imported by the plugin (handlers/audit/__init__.py) once its config names a destination, and by `hookbot audit
+show`.
 """
 
 from __future__ import annotations
@@ -22,14 +19,11 @@ from typing import Any, Literal
 import orjson
 from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
 
 from bot.aws import AwsClients
 from bot.context import HandlerContext
 from bot.delivery import WILDCARD, Delivery
 from bot.plugins import NOT_SET_UP, NotSetUp
-
-router = Router()
 
 REDACTED = "[redacted]"
 DEFAULT_TTL_DAYS = 90
@@ -260,7 +254,6 @@ def read_record(destination: Destination, aws: AwsClients, delivery_id: str) -> 
     return latest
 
 
-@router.register(WILDCARD)
 async def record_delivery(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
     config: AuditConfig = ctx.config
     if config.destination is None or not ctx.delivery.matches(config.events):

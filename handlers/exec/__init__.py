@@ -1,0 +1,44 @@
+"""Run the user's own executables on events: adnanh/webhook's hooks, in hookbot's plugin shape.
+
+Nothing from a payload ever reaches a shell: the command is an argv list, and each ``{dotted.path}`` placeholder
+is replaced inside its own argv item, so a title such as ``$(rm -rf ~)`` arrives as that text. The payload goes on
+stdin as JSON, and the child gets a new, small environment (``HOOKBOT_*``, ``PATH`` and the names the config
+allows), never hookbot's own, which holds the webhook secret and the GitHub token. Each command runs in its own
+process group, so a timeout kills whatever it started too. Exit 0 is success; anything else raises, which the
+dispatcher records as this plugin's failure so that a retry of the delivery runs the hook again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gidgethub import sansio
+from gidgethub.abc import GitHubAPI
+from gidgethub.routing import Router
+
+from bot.context import HandlerContext
+from bot.delivery import WILDCARD
+from bot.plugins import NOT_SET_UP, NotSetUp
+
+if TYPE_CHECKING:
+    from handlers.exec.hooks import ExecConfig
+
+router = Router()
+
+
+def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConfig | NotSetUp:
+    """No ``[exec]`` section: no hooks, said without importing the hook runner, which every start (a Lambda cold
+    start above all) would otherwise pay for; any section is checked in full (hooks.configure)."""
+    if not section:
+        return NOT_SET_UP
+    from handlers.exec import hooks
+
+    return hooks.configure(section, env=env)
+
+
+@router.register(WILDCARD)
+async def run_matching_hooks(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+    from handlers.exec import hooks
+
+    await hooks.run_matching_hooks(event, gh, ctx)
