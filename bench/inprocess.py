@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 import orjson
+from run import thread_cpu_seconds  # bench/run.py, beside this script
 
 from bot.config import load_settings
 from bot.github_webhook import delivery_from_github, verify_signature
@@ -37,19 +38,6 @@ from bot.server import make_processor
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/github/issues.opened.json"
 SECRET = "bench-webhook-secret"  # noqa: S105 - a throwaway secret
 CLIENTS = 32
-
-
-def thread_cpu_seconds() -> tuple[float, float]:
-    """CPU seconds so far of this process's main thread and of all its other threads together."""
-    main = others = 0.0
-    for task in Path("/proc/self/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        if task.name == str(os.getpid()):
-            main += seconds
-        else:
-            others += seconds
-    return main, others
 
 
 async def run(runtime: Runtime, state: Path, body: bytes, deliveries: int) -> tuple[float, float]:
@@ -71,11 +59,11 @@ async def run(runtime: Runtime, state: Path, body: bytes, deliveries: int) -> tu
             )
             await inbox.submit(delivery)
 
-    loop_before, others_before = thread_cpu_seconds()
+    loop_before, others_before = thread_cpu_seconds(os.getpid())
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
     while inbox.pending:  # noqa: ASYNC110 - the inbox exposes a count, not an event
         await asyncio.sleep(0.001)
-    loop_after, others_after = thread_cpu_seconds()
+    loop_after, others_after = thread_cpu_seconds(os.getpid())
     await inbox.stop(grace=1.0)
     return (loop_after - loop_before) / deliveries * 1e6, (others_after - others_before) / deliveries * 1e6
 

@@ -93,6 +93,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of process ``pid``'s main thread (the event loop), and of all its other threads together
+    (the journal's), from /proc/PID/task/*/stat."""
+    main = others = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if task.name == str(pid):
+            main += seconds
+        else:
+            others += seconds
+    return main, others
+
+
 def http_get(url: str, timeout: float = 2.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
         return bytes(response.read())
@@ -170,17 +184,8 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def thread_cpu_seconds(self) -> tuple[float, float]:
-        """CPU time so far of the event-loop (main) thread, and of every other thread together (the journal's)."""
         assert self.proc is not None
-        main = others = 0.0
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            if task.name == str(self.proc.pid):
-                main += seconds
-            else:
-                others += seconds
-        return main, others
+        return thread_cpu_seconds(self.proc.pid)
 
     def pending(self) -> int:
         """Accepted deliveries not finished; the bare handler and the peer have no work left after their answer."""
