@@ -32,6 +32,9 @@ class GitHubSettings:
     bot_login: str | None = None
     hooks: tuple[str, ...] = ()
     redeliver_every: float | None = None  # seconds; from "10m" style text
+    # How long one GitHub API request may take before the client gives up. After a crash, a delivery that was
+    # running waits this long from its attempt's start, so whatever it had in flight has landed or failed.
+    request_timeout_seconds: float = 30.0
 
     @property
     def has_credentials(self) -> bool:
@@ -130,6 +133,12 @@ def _float(value: Any, name: str) -> float:
         raise ConfigError(f"{name} must be a number, not {value!r}") from None
 
 
+def _positive(value: float, name: str) -> float:
+    if value <= 0:
+        raise ConfigError(f"{name} must be more than zero, not {value!r}")
+    return value
+
+
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -214,6 +223,10 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
         bot_login=gh.get("bot_login"),
         hooks=_strings(gh.get("hooks", []), "[github] hooks"),
         redeliver_every=parse_duration(str(every), "[github] redeliver_every") if every else None,
+        request_timeout_seconds=_positive(
+            _float(gh.get("request_timeout_seconds", 30.0), "[github] request_timeout_seconds"),
+            "[github] request_timeout_seconds",
+        ),
     )
 
     srv = _section(data, "server")

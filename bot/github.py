@@ -352,7 +352,10 @@ class GitHubClients:
         self._tokens: dict[int, tuple[str, float]] = {}
         self._rates: dict[int | None, RateLimitState] = {}
         self._token_locks: dict[int, asyncio.Lock] = {}
-        self._http = LoopSession(aiohttp.ClientTimeout(total=30, connect=5), on_new_loop=self._token_locks.clear)
+        timeout = settings.request_timeout_seconds
+        self._http = LoopSession(
+            aiohttp.ClientTimeout(total=timeout, connect=min(5.0, timeout)), on_new_loop=self._token_locks.clear
+        )
         self._bot_login: str | None = settings.bot_login
 
     def session(self) -> aiohttp.ClientSession:

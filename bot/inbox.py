@@ -35,6 +35,7 @@ from bot.delivery import S3_EVENT, Delivery, Source
 from bot.dispatch import DispatchResult
 from bot.github import backoff_seconds
 from bot.github_webhook import parse_payload, stored_body_type
+from bot.health import Health
 from bot.logs import current_delivery
 from bot.metrics import DELIVERIES_PROCESSED, JOURNAL_BATCH
 from bot.s3_events import delivery_from_s3_record
@@ -61,8 +62,12 @@ PACE_SECONDS = 0.05
 # are ever run again (a retry, `hookbot deliveries retry`, a redelivered dead letter), which keeps the file from
 # growing by every body for KEEP_FINISHED_SECONDS. Only unfinished rows are indexed for the poll, as that index
 # changes with every state change; `hookbot deliveries` lists by row id, the order the journal accepted them.
-# Version 0 (the body a column of `deliveries`) is migrated on open: see migrate().
-SCHEMA_VERSION = 1
+# Version 2 adds `started_at` (when the latest attempt began, so that after a crash a delivery that was running
+# waits until a request it had in flight has landed or failed) and `mode` ("live" or "dry-run": a delivery done in
+# dry-run is not done for a live run). Versions 0 (the body a column of `deliveries`) and 1 are migrated on open:
+# see migrate().
+SCHEMA_VERSION = 2
+LIVE, DRY_RUN = "live", "dry-run"
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -75,7 +80,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
-    error TEXT
+    error TEXT,
+    started_at REAL NOT NULL DEFAULT 0,
+    mode TEXT NOT NULL DEFAULT 'live'
 )""",
     "CREATE TABLE IF NOT EXISTS bodies (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE state IN ('queued', 'running')",
@@ -85,16 +92,28 @@ CREATE TABLE IF NOT EXISTS deliveries (
 # in 8 KiB costs. SQLite sets the page size only while a file is empty, or in a VACUUM (see compact()).
 PAGE_SIZE = 8192
 
-# A new delivery is inserted; a redelivery of a dead letter (GitHub's "Redeliver" button) queues it again; a
-# repeat of anything else changes nothing (rowcount 0) and is answered from its current state. Either way the
-# delivery goes straight to a worker, so its first attempt is counted in this same commit: the worker starts at
-# once instead of waiting for a second commit (an fsync) per delivery just to count it.
+# A new delivery is inserted; a redelivery of a dead letter (GitHub's "Redeliver" button) queues it again, and so
+# does a live redelivery of one that was only done in dry-run; a repeat of anything else changes nothing
+# (rowcount 0) and is answered from its current state. The worker that takes it commits its start (`BEGIN_ATTEMPT`)
+# before any handler runs: a crash must find out which deliveries may have had a request in flight.
 INSERT = """
-INSERT INTO deliveries (delivery_id, event, source, received_at, state, updated_at, attempts)
-VALUES (?, ?, ?, ?, 'queued', ?, 1)
+INSERT INTO deliveries (delivery_id, event, source, received_at, state, updated_at, attempts, mode)
+VALUES (?, ?, ?, ?, 'queued', ?, 0, ?)
 ON CONFLICT (delivery_id) DO UPDATE SET
-    state = 'queued', attempts = 1, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at
-WHERE state = 'failed'
+    state = 'queued', attempts = 0, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at,
+    started_at = 0, mode = excluded.mode
+WHERE state = 'failed' OR (state = 'done' AND mode = 'dry-run' AND excluded.mode = 'live')
+"""
+BEGIN_ATTEMPT = """
+UPDATE deliveries SET state = 'running', attempts = attempts + 1, started_at = ?, mode = ?, updated_at = ?
+WHERE delivery_id = ? RETURNING attempts
+"""
+# At start: a delivery that was running when the process died may have a GitHub request in flight (a comment the
+# restarted worker would not find yet, and post again). It runs again only once the client's request timeout has
+# passed since its attempt began; deliveries that were only queued are due at once.
+RESUME_RUNNING = """
+UPDATE deliveries SET state = 'queued', next_attempt_at = MAX(next_attempt_at, started_at + ?)
+WHERE state = 'running' RETURNING delivery_id, next_attempt_at
 """
 # The body by the row's id, looked up again rather than taken from RETURNING, which costs more per statement (a
 # redelivered dead letter still has its body, failed ones keep it: the same bytes again, replaced).
@@ -103,12 +122,22 @@ DELETE_BODY = "DELETE FROM bodies WHERE id = (SELECT id FROM deliveries WHERE de
 FINISH = "UPDATE deliveries SET state = ?, error = ?, updated_at = ? WHERE delivery_id = ?"
 # What the poll schedules. Sorted by received_at, not by id: ordering by id would let SQLite walk the whole table in
 # id order (every finished row of the last 14 days, every poll) instead of the small unfinished index.
+# A dry-run process takes only deliveries accepted in dry-run: one accepted live is left for a live run.
 DUE = (
     "SELECT delivery_id FROM deliveries WHERE state IN ('queued', 'running') AND next_attempt_at <= ?"
-    " ORDER BY received_at LIMIT ?"
+    " AND (? = 'live' OR mode = 'dry-run') ORDER BY received_at LIMIT ?"
+)
+UNFINISHED = (
+    "SELECT delivery_id FROM deliveries WHERE state IN ('queued', 'running') AND (? = 'live' OR mode = 'dry-run')"
 )
 
-# Version 0 to 1, in one transaction: the rows keep their order (so their new ids follow it); only the bodies
+# Version 1 to 2: two columns with their defaults (a version 1 row's mode is not known; it counts as live).
+MIGRATE_FROM_V1 = (
+    "ALTER TABLE deliveries ADD COLUMN started_at REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE deliveries ADD COLUMN mode TEXT NOT NULL DEFAULT 'live'",
+)
+
+# Version 0 to 2, in one transaction: the rows keep their order (so their new ids follow it); only the bodies
 # that can still be needed are carried over.
 MIGRATE_FROM_V0 = (
     "ALTER TABLE deliveries RENAME TO deliveries_v0",
@@ -126,10 +155,10 @@ SELECT d.id, v0.body FROM deliveries AS d JOIN deliveries_v0 AS v0 USING (delive
 )
 
 
-def record_admission(conn: sqlite3.Connection, row: tuple[str, str, str, float, bytes, float]) -> str:
+def record_admission(conn: sqlite3.Connection, row: tuple[str, str, str, float, bytes, float, str]) -> str:
     """Journal a delivery at the door (see INSERT): its state after this commit, "queued" when it is to run now."""
-    key, event, source, received_at, body, now = row
-    if conn.execute(INSERT, (key, event, source, received_at, now)).rowcount:
+    key, event, source, received_at, body, now, mode = row
+    if conn.execute(INSERT, (key, event, source, received_at, now, mode)).rowcount:
         conn.execute(INSERT_BODY, (body, key))
         return QUEUED
     found = conn.execute("SELECT state FROM deliveries WHERE delivery_id = ?", (key,)).fetchone()
@@ -189,7 +218,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring the file to SCHEMA_VERSION in one transaction: a new file gets the schema, a version 0 one is converted.
+    """Bring the file to SCHEMA_VERSION in one transaction: a new file gets the schema, older ones are converted.
 
     A user upgrading hookbot may have deliveries queued in a version 0 journal; they must run after the upgrade,
     and dead letters must stay retriable. The version is checked again under the write lock, since the server
@@ -201,7 +230,13 @@ def migrate(conn: sqlite3.Connection) -> None:
         if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(deliveries)")}
             converted = "body" in columns
-            for statement in MIGRATE_FROM_V0 if converted else SCHEMA:
+            if converted:
+                statements: tuple[str, ...] = MIGRATE_FROM_V0
+            elif columns and "mode" not in columns:
+                statements = MIGRATE_FROM_V1
+            else:
+                statements = SCHEMA
+            for statement in statements:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -270,8 +305,15 @@ class JournalInbox:
         max_attempts: int = 5,
         retry_base_seconds: float = 2.0,
         poll_seconds: float = POLL_SECONDS,
+        dry_run: bool = False,
+        resume_running_after: float = 30.0,
+        health: Health | None = None,
     ) -> None:
+        """``resume_running_after``: the GitHub client's request timeout (see RESUME_RUNNING)."""
         self._path = path
+        self._mode = DRY_RUN if dry_run else LIVE
+        self._resume_running_after = resume_running_after
+        self._health = health or Health()
         self._poll_seconds = poll_seconds
         self._process = process
         self._capacity = capacity
@@ -282,8 +324,7 @@ class JournalInbox:
         self._conn: sqlite3.Connection | None = None
         self._ops: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._ops_ready = asyncio.Event()
-        # Each with whether its attempt is already counted (new deliveries: counted in the admitting commit).
-        self._ready: asyncio.Queue[tuple[Delivery, bool]] = asyncio.Queue()
+        self._ready: asyncio.Queue[Delivery] = asyncio.Queue()
         self._paced: collections.deque[asyncio.Future[None]] = collections.deque()
         self._unfinished: set[str] = set()  # counted as pending: queued, waiting for a retry, or running
         self._scheduled: set[str] = set()  # in the ready queue or running in this process
@@ -345,8 +386,10 @@ class JournalInbox:
             JOURNAL_BATCH.observe(len(batch))
             try:
                 results = await loop.run_in_executor(self._executor, self._apply, [op for op, _ in batch])
+                self._health.succeeded("journal")
             except Exception as exc:
                 log.exception("journal commit failed")
+                self._health.failed("journal", f"commit to {self._path} failed: {exc}")
                 results = [exc] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
@@ -376,7 +419,7 @@ class JournalInbox:
         self._unfinished.add(key)
         self._scheduled.add(key)
         now = time.time()
-        row = (key, delivery.event, delivery.source, delivery.received_at, delivery.body, now)
+        row = (key, delivery.event, delivery.source, delivery.received_at, delivery.body, now, self._mode)
 
         committed = self._queue_op(functools.partial(record_admission, row=row))
         # The bookkeeping after the commit runs as a callback, not after the await below: a request cancelled
@@ -410,7 +453,7 @@ class JournalInbox:
         if committed.cancelled() or committed.exception() is not None or committed.result() == DONE:
             self._forget(delivery.delivery_id)
             return
-        self._ready.put_nowait((delivery, True))
+        self._ready.put_nowait(delivery)
 
     def _forget(self, key: str) -> None:
         self._unfinished.discard(key)
@@ -422,16 +465,30 @@ class JournalInbox:
         self._writer = asyncio.create_task(self._write_loop(), name="hookbot-journal-writer")
         keep_after = time.time() - KEEP_FINISHED_SECONDS
 
-        def recover(conn: sqlite3.Connection) -> list[str]:
+        mode, resume_after = self._mode, self._resume_running_after
+
+        def recover(conn: sqlite3.Connection) -> tuple[list[str], list[tuple[str, float]], int]:
             conn.execute("DELETE FROM deliveries WHERE state IN ('done', 'failed') AND updated_at < ?", (keep_after,))
             conn.execute("DELETE FROM bodies WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE id = bodies.id)")
-            rows = conn.execute("SELECT delivery_id FROM deliveries WHERE state IN ('queued', 'running')")
-            return [str(r[0]) for r in rows]
+            interrupted = [(str(r[0]), float(r[1])) for r in conn.execute(RESUME_RUNNING, (resume_after,))]
+            unfinished = [str(r[0]) for r in conn.execute(UNFINISHED, (mode,))]
+            left = conn.execute("SELECT count(*) FROM deliveries WHERE state = 'queued'").fetchone()[0]
+            return unfinished, interrupted, int(left) - len(unfinished)
 
-        resumed = await self._write(recover)
+        resumed, interrupted, left_for_live = await self._write(recover)
         self._unfinished.update(resumed)
         if resumed:
             log.info("resuming %d unfinished deliveries from the journal", len(resumed))
+        waiting = [at for _, at in interrupted if at > time.time()]
+        if waiting:
+            log.info(
+                "%d deliveries were running when the process stopped; each resumes %.0fs after its attempt began,"
+                " once a GitHub request it had in flight has landed or failed",
+                len(waiting),
+                resume_after,
+            )
+        if left_for_live:
+            log.warning("%d deliveries accepted in a live run stay queued for the next live run", left_for_live)
         self._tasks = [asyncio.create_task(self._work(), name=f"hookbot-worker-{i}") for i in range(self._workers)]
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="hookbot-journal-poll"))
 
@@ -445,9 +502,11 @@ class JournalInbox:
         exclude = frozenset(self._scheduled)
         now = time.time()
         limit = max(1, self._capacity)
+        mode = self._mode
 
         def due(conn: sqlite3.Connection) -> list[tuple[str, str, str, float, bytes]]:
-            ids = [str(r[0]) for r in conn.execute(DUE, (now, limit + len(exclude))) if r[0] not in exclude][:limit]
+            found = conn.execute(DUE, (now, mode, limit + len(exclude)))
+            ids = [str(r[0]) for r in found if r[0] not in exclude][:limit]
             return [
                 conn.execute(
                     "SELECT delivery_id, event, source, received_at, body FROM deliveries LEFT JOIN bodies USING (id)"
@@ -467,11 +526,11 @@ class JournalInbox:
                 continue
             self._unfinished.add(key)
             self._scheduled.add(key)
-            self._ready.put_nowait((delivery, False))
+            self._ready.put_nowait(delivery)
 
     async def _work(self) -> None:
         while not self._draining:
-            delivery, counted = await self._ready.get()
+            delivery = await self._ready.get()
             while self._paced:
                 turn = self._paced.popleft()
                 if not turn.done():
@@ -482,7 +541,7 @@ class JournalInbox:
             self._busy += 1
             self._idle.clear()
             try:
-                await self._run(delivery, counted)
+                await self._run(delivery)
             except Exception:
                 log.exception("processing delivery %s failed unexpectedly", delivery.delivery_id)
             finally:
@@ -490,27 +549,34 @@ class JournalInbox:
                 if self._busy == 0:
                     self._idle.set()
 
-    async def _run(self, delivery: Delivery, counted: bool) -> None:
+    async def _run(self, delivery: Delivery) -> None:
         key = delivery.delivery_id
         token = current_delivery.set(key)
         try:
-            now = time.time()
+            now, mode = time.time(), self._mode
 
             def begin(conn: sqlite3.Connection) -> int:
-                row = conn.execute(
-                    "UPDATE deliveries SET state = 'running', attempts = attempts + 1, updated_at = ?"
-                    " WHERE delivery_id = ? RETURNING attempts",
-                    (now, key),
-                ).fetchone()
+                row = conn.execute(BEGIN_ATTEMPT, (now, mode, now, key)).fetchone()
                 return int(row[0]) if row else 0
 
-            attempt = 1 if counted else await self._write(begin)
+            attempt = await self._write(begin)
             if attempt > self._max_attempts:
                 # Attempts are counted before work starts, so a delivery that kills the process every time
                 # is parked here instead of crash-looping the server.
                 await self._finish(key, FAILED, f"gave up after {attempt - 1} attempts", event=delivery.event)
                 return
-            result = await self._process(delivery)
+            try:
+                result = await self._process(delivery)
+            except Exception as exc:
+                # The processor failed before any handler's outcome (a de-dup store that cannot be reached):
+                # the delivery is retried like a failed handler, not left stranded until the next start.
+                log.exception("processing delivery %s failed", key)
+                error = f"{type(exc).__name__}: {exc}"
+                if attempt >= self._max_attempts:
+                    await self._finish(key, FAILED, error, event=delivery.event)
+                else:
+                    await self._retry_later(key, attempt, error, delivery.event)
+                return
             if result.duplicate:
                 await self._finish(key, DONE, "already handled elsewhere", event=delivery.event, outcome="duplicate")
             elif result.ok:

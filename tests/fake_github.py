@@ -56,6 +56,7 @@ class FakeGitHub:
     # Commit contents per "owner/repo@sha": path -> bytes, served by the zipball and commits endpoints.
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     delay: float = 0.0
+    post_delay: float = 0.0  # added to POSTs only: a comment lands this long after GitHub received the request
     faults: list[Fault] = field(default_factory=list)
     # "/repos/o/r/hooks/1" or "/app/hook" -> delivery attempts, newest first (as GitHub lists them)
     hook_deliveries: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -63,9 +64,14 @@ class FakeGitHub:
     page_size: int = 2  # small, so that pagination is exercised
     rate_remaining: int = 5000
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _in_flight: set[asyncio.Future[web.StreamResponse]] = field(default_factory=set)
 
     def calls(self, method: str, path_prefix: str = "/") -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
+
+    def landed_comments(self) -> dict[str, int]:
+        """Comments per issue comments path that GitHub created (a POST counts once its answer is made)."""
+        return {path: len(thread) for path, thread in self.comments.items() if thread}
 
     def posted_comments(self) -> list[tuple[str, str]]:
         """(issue comments path, body) for every comment created."""
@@ -75,8 +81,16 @@ class FakeGitHub:
         body = await request.read()
         data = await request.json() if body else None
         self.requests.append(Recorded(request.method, request.path, dict(request.headers), data))
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        # GitHub finishes a request it has received even when the client hangs up (or is killed) meanwhile; the
+        # test server would cancel the handler, so the work runs shielded.
+        work = asyncio.ensure_future(self._work(request, data))
+        self._in_flight.add(work)
+        work.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(work)
+
+    async def _work(self, request: web.Request, data: Any) -> web.StreamResponse:
+        if self.delay or (self.post_delay and request.method == "POST"):
+            await asyncio.sleep(self.delay + (self.post_delay if request.method == "POST" else 0.0))
         fault = self._take_fault(request)
         if fault is not None and not fault.drop:
             message = {"message": f"fake fault {fault.status}"}

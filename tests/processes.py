@@ -17,6 +17,13 @@ from tests.helpers import SECRET, fixture_bytes, github_headers
 ISSUE_OPENED = orjson.loads(fixture_bytes("github/issues.opened.json"))
 
 
+# What a prepared server runs: import everything `serve` needs, wait for the go, then run the command line.
+PREPARED = (
+    "import sys, bot.cli, bot.server, bot.runtime, handlers.greeter; print('ready', flush=True); sys.stdin.readline(); "
+    "sys.exit(bot.cli.main(sys.argv[1:]))"
+)
+
+
 def issue_body(number: int) -> bytes:
     payload = dict(ISSUE_OPENED, issue=dict(ISSUE_OPENED["issue"], number=number))
     return orjson.dumps(payload)
@@ -41,11 +48,27 @@ class Server:
         }
         self.process: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> None:
+    async def prepare(self) -> None:
+        """Start the process up to the point of serving: Python and hookbot's modules loaded, waiting for a line on
+        stdin. A crash test's restart then takes the time hookbot's own start takes (well under a second), not
+        the interpreter's import time."""
         with (self.tmp_path / "server.log").open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "serve", "--port", str(self.port), env=self.env, stderr=log
-            )
+                sys.executable, "-c", PREPARED, "serve", "--port", str(self.port),
+                env=self.env, stderr=log, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+        assert self.process.stdout is not None
+        assert await asyncio.wait_for(self.process.stdout.readline(), timeout=60) == b"ready\n"
+
+    async def start(self) -> None:
+        if self.process is not None and self.process.stdin is not None:  # prepared: go
+            self.process.stdin.write(b"go\n")
+            await self.process.stdin.drain()
+        else:
+            with (self.tmp_path / "server.log").open("ab") as log:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "bot", "serve", "--port", str(self.port), env=self.env, stderr=log
+                )
         async with aiohttp.ClientSession() as session:
             for _ in range(300):
                 try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -97,3 +98,46 @@ async def test_sigterm_finishes_running_work_and_keeps_the_rest(
     assert set(comments_per_issue(fake).values()) == {1}
     assert len(comments_per_issue(fake)) == 4
     assert await restarted.stop(signal.SIGINT) == 0
+
+
+async def test_a_fast_restart_after_kill_9_never_comments_twice(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str], servers: list[Server]
+) -> None:
+    """GitHub lands a comment 300 ms after the POST; the restart comes sooner. A delivery that was running waits
+    for the GitHub client's request timeout from its start before it runs again, so the greeter's marker check
+    sees the killed process's comment. 20 runs, each killed while a comment POST is in flight; four run side by
+    side (each its own server pair and issues) to keep the wall time down."""
+    fake, url = fake_github
+    fake.post_delay = 0.3
+    config = "[server]\nworkers = 2\n[github]\nrequest_timeout_seconds = 1.0\n"
+
+    async def crash_and_restart(run: int) -> None:
+        numbers = range(100 * run + 1, 100 * run + 5)
+        paths = {f"/repos/Codertocat/Hello-World/issues/{n}/comments" for n in numbers}
+        directory = tmp_path / f"run-{run}"
+        directory.mkdir()
+        server = Server(directory, url, config)
+        servers.append(server)
+        await server.start()
+        restarted = Server(directory, url, config)
+        servers.append(restarted)
+        await restarted.prepare()  # Python and hookbot's modules loaded: the restart is hookbot's own start
+        for n in numbers:
+            assert await server.post(issue_body(n), f"run-{run}-{n}") == 202
+        await until(lambda: any(r.path in paths for r in fake.calls("POST")))  # a comment in flight: kill now
+        assert server.process is not None
+        server.process.kill()
+        await server.process.wait()
+        started = time.monotonic()
+        await restarted.start()
+        restart_seconds.append(time.monotonic() - started)
+        await restarted.wait_idle()
+        assert await restarted.stop() == 0
+        per_issue = {path: count for path, count in fake.landed_comments().items() if path in paths}
+        assert per_issue == dict.fromkeys(paths, 1), f"run {run}: {per_issue}"
+
+    restart_seconds: list[float] = []
+    lanes = 4
+    for first in range(0, 20, lanes):
+        await asyncio.gather(*(crash_and_restart(run) for run in range(first, first + lanes)))
+    print(f"restart to healthy: median {sorted(restart_seconds)[len(restart_seconds) // 2]:.2f}s")

@@ -21,6 +21,7 @@ from bot.inbox import (
     DUE,
     KEEP_FINISHED_SECONDS,
     PAGE_SIZE,
+    SCHEMA_VERSION,
     JournalInbox,
     connect,
     journal_path,
@@ -150,7 +151,8 @@ async def test_stop_leaves_unfinished_work_for_the_next_start(tmp_path: Path) ->
     assert {state for state, _ in states(tmp_path).values()} <= {"queued", "running"}
 
     again = Recorder()
-    resumed = make_inbox(tmp_path, again)
+    # The cut-off one waits for the GitHub request timeout since it began (tests/test_resume.py); none here.
+    resumed = make_inbox(tmp_path, again, resume_running_after=0.0)
     await resumed.start()
     assert resumed.pending == 3
     await until(lambda: resumed.pending == 0)
@@ -293,7 +295,7 @@ async def test_a_journal_of_the_old_schema_is_migrated_on_open_without_losing_wo
     assert listed[-1].received_at == pytest.approx(now - 4)
     assert bodies_kept(tmp_path) == {"v-queued", "v-running", "v-failed"}
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
@@ -339,7 +341,7 @@ async def test_start_prunes_finished_deliveries_after_the_keep_period_with_their
 def test_the_poll_reads_only_the_index_of_unfinished_deliveries(tmp_path: Path) -> None:
     """The poll runs every second on a journal holding 14 days of finished rows: it must not scan them."""
     with contextlib.closing(connect(journal_path(tmp_path))) as conn:
-        plan = " ".join(str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {DUE}", (0.0, 10)))
+        plan = " ".join(str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {DUE}", (0.0, "live", 10)))
     assert "USING INDEX deliveries_due" in plan, plan
 
 
