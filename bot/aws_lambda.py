@@ -40,6 +40,19 @@ Event = Mapping[str, Any]
 Response = dict[str, Any]
 
 
+# A claim lapses this long after the invocation's own deadline: Lambda has killed the function by then, so a
+# retry (SNS/Lambda's, or a redelivery) may take the work over instead of waiting out [dedupe] claim_timeout_seconds.
+CLAIM_MARGIN_SECONDS = 5.0
+
+
+def claim_lifetime(context: object) -> float | None:
+    """Seconds the invocation has left plus the margin, from a Lambda context; None without one (tests, replay)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    return max(0.0, float(remaining()) / 1000) + CLAIM_MARGIN_SECONDS
+
+
 class RecordsFailed(Exception):
     """Raised to make Lambda report the invocation as failed, so SNS/S3 retry it and then dead-letter it."""
 
@@ -85,13 +98,23 @@ def is_http_event(event: Event) -> bool:
 class LambdaEntry:
     """The Lambda entry bound to one Runtime; the module-level :func:`handler` uses one built from the environment."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, refusal: str | None = None) -> None:
+        """``refusal``: a setup fault found at the cold start (a de-dup table with the wrong key); every event is
+        refused with it, so nothing is handled without de-duplication and the line is in every failure."""
         self.runtime = runtime
+        self.refusal = refusal
+        self._context: object = None
 
     def __call__(self, event: Event, context: object = None) -> Response:
+        self._context = context
         return asyncio.run(self.handle(event))
 
     async def handle(self, event: Event) -> Response:
+        if self.refusal is not None:
+            log.error("event refused: %s", self.refusal)
+            if is_http_event(event):
+                return _answer(503, {"error": self.refusal})
+            raise RecordsFailed(self.refusal)
         try:
             if is_http_event(event):
                 return await self.handle_http(event)
@@ -147,7 +170,7 @@ class LambdaEntry:
         summary: list[dict[str, Any]] = []
         failed: list[str] = []
         for delivery in deliveries:
-            result = await self.runtime.dispatcher.dispatch(delivery)
+            result = await self.runtime.dispatcher.dispatch(delivery, claim_lifetime=claim_lifetime(self._context))
             status = "duplicate" if result.duplicate else "ok" if result.ok else "failed"
             summary.append({"delivery": delivery.delivery_id, "event": delivery.describe(), "status": status})
             if status == "failed":
@@ -203,7 +226,7 @@ class LambdaEntry:
                 return _answer(
                     200, {"delivery": delivery.delivery_id, "status": "relayed", "sns_message_id": message_id}
                 )
-        result = await runtime.dispatcher.dispatch(delivery)
+        result = await runtime.dispatcher.dispatch(delivery, claim_lifetime=claim_lifetime(self._context))
         if result.duplicate:
             return _answer(200, {"delivery": delivery.delivery_id, "status": "already handled"})
         if not result.ok:
@@ -231,17 +254,29 @@ _entry: LambdaEntry | None = None
 _entry_lock = threading.Lock()
 
 
+def build_entry(env: Mapping[str, str]) -> LambdaEntry:
+    """The cold start: settings from ``env``, the Runtime, and the de-dup table's key schema checked once."""
+    from bot.config import ConfigError, load_settings
+    from bot.runtime import Runtime
+
+    runtime = Runtime.build(load_settings(env))
+    try:
+        runtime.check_dedupe_table()
+    except ConfigError as exc:
+        log.error("refusing every event: %s", exc)
+        return LambdaEntry(runtime, refusal=str(exc))
+    return LambdaEntry(runtime)
+
+
 def _default_entry() -> LambdaEntry:
-    """Build the Runtime from the environment once per Lambda instance; warm invocations reuse it."""
+    """Build the entry from the environment once per Lambda instance; warm invocations reuse it."""
     global _entry
     with _entry_lock:
         if _entry is None:
-            from bot.config import load_settings
             from bot.logs import setup_logging
-            from bot.runtime import Runtime
 
             setup_logging()
-            _entry = LambdaEntry(Runtime.build(load_settings(os.environ)))
+            _entry = build_entry(os.environ)
         return _entry
 
 

@@ -184,6 +184,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
         secrets = [value.encode()]
     check_state_dir(settings.state_dir)
     runtime = Runtime.build(settings, secrets_=secrets)
+    runtime.check_dedupe_table()
     if runtime.dispatcher.dry_run:
         log.info("dry-run: actions are logged, not performed (set GITHUB_TOKEN or a GitHub App to act)")
     host = host or settings.server.host

@@ -13,21 +13,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from bot.config import ConfigError
+from bot.health import Health
 
 if TYPE_CHECKING:
     from bot.aws import AwsClients
 
+log = logging.getLogger("hookbot.dedupe")
+
 DONE = "done"
 CLAIMED = "claimed"
+T = TypeVar("T")
 
 
 class DedupeStore(Protocol):
-    async def claim(self, key: str) -> bool:
-        """True when the caller may do the work for ``key`` (not done, not claimed by a live worker)."""
+    async def claim(self, key: str, *, lifetime: float | None = None) -> bool:
+        """True when the caller may do the work for ``key`` (not done, not claimed by a live worker).
+
+        The claim lapses after ``lifetime`` seconds (default: the store's claim timeout), so that the work is
+        taken over when its claimant died; a Lambda invocation passes the time it has left.
+        """
         ...
 
     async def mark_done(self, key: str) -> None: ...
@@ -82,10 +94,10 @@ class MemoryDedupeStore:
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
-    async def claim(self, key: str) -> bool:
+    async def claim(self, key: str, *, lifetime: float | None = None) -> bool:
         if self._state(key) is not None:
             return False
-        self._put(key, CLAIMED, self._claim_timeout)
+        self._put(key, CLAIMED, self._claim_timeout if lifetime is None else lifetime)
         return True
 
     async def mark_done(self, key: str) -> None:
@@ -127,16 +139,17 @@ class DynamoDedupeStore:
         self._claim_timeout = claim_timeout
         self._clock = clock
 
-    def _claim(self, key: str) -> bool:
+    def _claim(self, key: str, lifetime: float | None) -> bool:
         client = self._aws.client("dynamodb")
         now = int(self._clock())
+        claimed_for = math.ceil(self._claim_timeout if lifetime is None else lifetime)
         try:
             client.put_item(
                 TableName=self._table,
                 Item={
                     "delivery_id": {"S": key},
                     "state": {"S": CLAIMED},
-                    "claimed_until": {"N": str(now + int(self._claim_timeout))},
+                    "claimed_until": {"N": str(now + claimed_for)},
                     "expires_at": {"N": str(now + int(self._ttl))},
                 },
                 ConditionExpression=(
@@ -181,8 +194,8 @@ class DynamoDedupeStore:
         expires = float(item.get("expires_at", {}).get("N", "0"))
         return bool(item.get("state", {}).get("S") == DONE and expires >= self._clock())
 
-    async def claim(self, key: str) -> bool:
-        return await asyncio.to_thread(self._claim, key)
+    async def claim(self, key: str, *, lifetime: float | None = None) -> bool:
+        return await asyncio.to_thread(self._claim, key, lifetime)
 
     async def mark_done(self, key: str) -> None:
         await asyncio.to_thread(self._mark_done, key)
@@ -198,32 +211,92 @@ class DynamoDedupeStore:
 
 
 class CachedDedupeStore:
-    """A shared store with this process's memory in front: "done" is final, so it is safe to cache."""
+    """A shared store with this process's memory in front: "done" is final, so it is safe to cache.
 
-    def __init__(self, local: MemoryDedupeStore, shared: DedupeStore) -> None:
+    Every call of the shared store is reported to :class:`Health`, so that a table that keeps failing (gone,
+    throttled, denied) turns `/healthz` to 503 instead of failing each delivery quietly.
+    """
+
+    def __init__(self, local: MemoryDedupeStore, shared: DedupeStore, health: Health | None = None) -> None:
         self._local = local
         self._shared = shared
+        self._health = health or Health()
 
-    async def claim(self, key: str) -> bool:
+    async def _watch(self, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except Exception as exc:
+            self._health.failed("dedupe", f"{type(exc).__name__}: {exc}")
+            raise
+        self._health.succeeded("dedupe")
+        return result
+
+    async def claim(self, key: str, *, lifetime: float | None = None) -> bool:
         if await self._local.is_done(key):
             return False
-        return await self._shared.claim(key)
+        return await self._watch(self._shared.claim(key, lifetime=lifetime))
 
     async def mark_done(self, key: str) -> None:
-        await self._shared.mark_done(key)
+        await self._watch(self._shared.mark_done(key))
         await self._local.mark_done(key)
 
     async def release(self, key: str) -> None:
-        await self._shared.release(key)
+        await self._watch(self._shared.release(key))
 
     async def forget(self, key: str) -> None:
         await self._local.forget(key)
-        await self._shared.forget(key)
+        await self._watch(self._shared.forget(key))
 
     async def is_done(self, key: str) -> bool:
         if await self._local.is_done(key):
             return True
-        if await self._shared.is_done(key):
+        if await self._watch(self._shared.is_done(key)):
             await self._local.mark_done(key)
             return True
         return False
+
+
+REQUIRED_KEY = "delivery_id"
+
+
+def key_schema_problem(table: str, description: Mapping[str, Any]) -> str | None:
+    """Why a DescribeTable answer's key schema cannot hold hookbot's claims, or None when it is right.
+
+    Pure logic over the ``Table`` document, so that the rule is tested without DynamoDB: the only key must be
+    ``delivery_id``, a string (``S``) partition key.
+    """
+    types = {d.get("AttributeName"): d.get("AttributeType") for d in description.get("AttributeDefinitions", [])}
+    keys = [(k.get("AttributeName"), k.get("KeyType")) for k in description.get("KeySchema", [])]
+    if keys == [(REQUIRED_KEY, "HASH")] and types.get(REQUIRED_KEY) == "S":
+        return None
+    has = ", ".join(f"{name} ({_TYPE_NAMES.get(str(types.get(name)), types.get(name))}, {kind})" for name, kind in keys)
+    return (
+        f"de-dup table {table} is keyed {has or 'by nothing'}; hookbot needs {REQUIRED_KEY} (string) as its only"
+        " key: create the table with that key ([dedupe] table / HOOKBOT_DEDUPE_TABLE names it)"
+    )
+
+
+_TYPE_NAMES = {"S": "string", "N": "number", "B": "binary"}
+
+
+def check_table(aws: AwsClients, table: str) -> None:
+    """DescribeTable once at start; raises ConfigError naming the table, the key it has and the key it needs.
+
+    Only a definite answer stops the start: a table that is missing or keyed wrong. When the table cannot be
+    described at all (no dynamodb:DescribeTable in an older role, DynamoDB unreachable for a moment) this logs a
+    warning and lets the start go on; the claims themselves report failures to `/healthz`.
+    Blocking (boto3): call it from a thread or before the event loop runs.
+    """
+    client = aws.client("dynamodb")
+    try:
+        description = client.describe_table(TableName=table)["Table"]
+    except client.exceptions.ResourceNotFoundException:
+        raise ConfigError(
+            f"de-dup table {table} does not exist; create it keyed by {REQUIRED_KEY} (string) or fix [dedupe] table"
+        ) from None
+    except Exception as exc:  # botocore's ClientError and connection errors: the table cannot be checked
+        log.warning("cannot check the key schema of de-dup table %s (%s); it needs dynamodb:DescribeTable", table, exc)
+        return
+    problem = key_schema_problem(table, description)
+    if problem:
+        raise ConfigError(problem)

@@ -68,12 +68,21 @@ class Dispatcher:
         self.aws = aws
         self.dry_run = dry_run
 
-    async def dispatch(self, delivery: Delivery) -> DispatchResult:
-        """Run every enabled plugin on ``delivery`` once; never raises for a handler's failure."""
+    def dedupe_key(self, key: str) -> str:
+        """De-dup entries carry the mode: what a dry-run did is not done for a live run (the two share a table)."""
+        return f"dry-run/{key}" if self.dry_run else key
+
+    async def dispatch(self, delivery: Delivery, *, claim_lifetime: float | None = None) -> DispatchResult:
+        """Run every enabled plugin on ``delivery`` once; never raises for a handler's failure.
+
+        ``claim_lifetime``: seconds after which the claim lapses if this run never finishes (Lambda passes the
+        invocation's remaining time); by default the store's claim timeout.
+        """
         token = current_delivery.set(delivery.delivery_id)
+        key = self.dedupe_key(delivery.delivery_id)
         try:
             result = DispatchResult(delivery.delivery_id)
-            if not await self.dedupe.claim(delivery.delivery_id):
+            if not await self.dedupe.claim(key, lifetime=claim_lifetime):
                 result.duplicate = True
                 log.info("delivery already handled or in progress; skipped", extra={"fields": _fields(delivery)})
                 return result
@@ -87,7 +96,7 @@ class Dispatcher:
                     # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
                     bot_login = await self.github.bot_login() if delivery.from_github else None
                 except Exception as exc:
-                    await self.dedupe.release(delivery.delivery_id)
+                    await self.dedupe.release(key)
                     log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
                     result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
                     return result
@@ -97,13 +106,13 @@ class Dispatcher:
                 result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
             result.actions = actions.lines
             if result.ok:
-                await self.dedupe.mark_done(delivery.delivery_id)
+                await self.dedupe.mark_done(key)
                 # The per-plugin marks serve only retries of a partly failed delivery; a finished one needs none.
                 for outcome in result.outcomes:
                     if outcome.status == "ok":
-                        await self.dedupe.forget(f"{delivery.delivery_id}/{outcome.handler}")
+                        await self.dedupe.forget(f"{key}/{outcome.handler}")
             else:
-                await self.dedupe.release(delivery.delivery_id)
+                await self.dedupe.release(key)
             return result
         finally:
             current_delivery.reset(token)
@@ -143,7 +152,7 @@ class Dispatcher:
         actions: ActionLog,
         bot_login: str | None,
     ) -> Outcome:
-        key = f"{delivery.delivery_id}/{plugin.name}"
+        key = f"{self.dedupe_key(delivery.delivery_id)}/{plugin.name}"
         if await self.dedupe.is_done(key):
             return Outcome(plugin.name, "skipped", 0.0)
         ctx = HandlerContext(

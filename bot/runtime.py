@@ -10,9 +10,10 @@ from pathlib import Path
 
 from bot.aws import AwsClients
 from bot.config import Settings
-from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, MemoryDedupeStore
+from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, MemoryDedupeStore, check_table
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
+from bot.health import Health
 from bot.logs import register_secret
 from bot.plugins import load_plugins
 from bot.relay import Relay
@@ -33,6 +34,7 @@ class Runtime:
     sns_verifier: SnsVerifier
     sns_fetcher: SnsFetcher
     relay: Relay | None
+    health: Health
 
     @classmethod
     def build(cls, settings: Settings, *, dry_run: bool | None = None, secrets_: list[bytes] | None = None) -> Runtime:
@@ -42,10 +44,11 @@ class Runtime:
             register_secret(value)
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
         aws = AwsClients()
+        health = Health()
         dispatcher = Dispatcher(
             load_plugins(settings.handlers, settings.plugin_sections, settings.process_env),
             github=github,
-            dedupe=dedupe_store(settings, aws),
+            dedupe=dedupe_store(settings, aws, health),
             aws=aws,
             dry_run=effective_dry_run,
         )
@@ -55,7 +58,13 @@ class Runtime:
             max_age_seconds=settings.sns.max_age_seconds,
         )
         relay = Relay(settings.relay.topic_arn, aws, secrets=secret_values) if settings.relay.topic_arn else None
-        return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay)
+        return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay, health)
+
+    def check_dedupe_table(self) -> None:
+        """With ``[dedupe] table``, check its key schema once (DescribeTable): a wrong table stops the start with
+        one line (ConfigError) instead of a traceback per delivery. Blocking: call it before the loop runs."""
+        if self.settings.dedupe.table:
+            check_table(self.dispatcher.aws, self.settings.dedupe.table)
 
     async def close(self) -> None:
         """Close what is bound to the running event loop; caches (tokens, certificates) are kept for the next."""
@@ -63,7 +72,7 @@ class Runtime:
         await self.sns_fetcher.close()
 
 
-def dedupe_store(settings: Settings, aws: AwsClients) -> DedupeStore:
+def dedupe_store(settings: Settings, aws: AwsClients, health: Health | None = None) -> DedupeStore:
     """In-process memory, or, with ``[dedupe] table``, the shared DynamoDB table behind that memory as a cache.
 
     Chosen here so that every entry point (server, Lambda, replay) de-duplicates the same way.
@@ -79,7 +88,7 @@ def dedupe_store(settings: Settings, aws: AwsClients) -> DedupeStore:
         ttl_seconds=settings.dedupe.ttl_seconds,
         claim_timeout=settings.dedupe.claim_timeout_seconds,
     )
-    return CachedDedupeStore(local, shared)
+    return CachedDedupeStore(local, shared, health)
 
 
 def webhook_secrets(settings: Settings) -> list[bytes]:

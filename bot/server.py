@@ -180,16 +180,20 @@ async def accept(request: web.Request, delivery: Delivery) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 "ok"; 503 "failing" with the reasons while the de-dup store or the journal keeps failing."""
     inbox = request.app[INBOX]
-    return json_answer(
-        {
-            "status": "ok",
-            "version": __version__,
-            "pending": inbox.pending,
-            "uptime_seconds": round(time.monotonic() - request.app[STARTED], 1),
-            "dry_run": request.app[RUNTIME].dispatcher.dry_run,
-        }
-    )
+    runtime = request.app[RUNTIME]
+    problems = runtime.health.problems()
+    document: dict[str, object] = {
+        "status": "failing" if problems else "ok",
+        "version": __version__,
+        "pending": inbox.pending,
+        "uptime_seconds": round(time.monotonic() - request.app[STARTED], 1),
+        "dry_run": runtime.dispatcher.dry_run,
+    }
+    if problems:
+        document["problems"] = problems
+    return json_answer(document, status=503 if problems else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -222,6 +226,9 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
         workers=settings.server.workers,
         max_attempts=settings.server.max_attempts,
         retry_base_seconds=settings.server.retry_base_seconds,
+        dry_run=runtime.dispatcher.dry_run,
+        resume_running_after=settings.github.request_timeout_seconds,
+        health=runtime.health,
     )
     app[STARTED] = time.monotonic()
     app[REFUSALS] = RefusalLog(log)
