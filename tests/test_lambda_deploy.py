@@ -195,7 +195,9 @@ def asked(fake: FakeGitHub) -> list[str]:
     """What the bot asked GitHub, besides who it is and the repository's .github/hookbot.yml (the dispatcher asks
     those, the latter at most once a minute per repository)."""
     return [
-        f"{r.method} {r.path}" for r in fake.requests if r.path != "/user" and not r.path.endswith("/.github/hookbot.yml")
+        f"{r.method} {r.path}"
+        for r in fake.requests
+        if r.path != "/user" and not r.path.endswith("/.github/hookbot.yml")
     ]
 
 

@@ -99,6 +99,15 @@ lambda_deploy:
     assert configs["audit"].destination is not None  # untouched: the server's own object
 
 
+def test_the_readme_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("```yaml\n# .github/hookbot.yml\n", 1)[1].split("```", 1)[0]
+    configs = resolve(example, tmp_path)
+    assert configs["greeter"].pull_request_comment == ""  # no greeting on pull requests
+    assert [hook.name for hook in configs["exec"].hooks] == ["lint"]
+    assert [rule.name for rule in configs["lambda_deploy"].push] == ["app"]
+
+
 def test_enabled_false_switches_a_plugin_off_for_the_repository(tmp_path: Path) -> None:
     configs = resolve("greeter:\n  enabled: false\nlambda_deploy:\n  enabled: false\n", tmp_path=tmp_path)
     assert configs["greeter"] is OFF and configs["lambda_deploy"] is OFF
@@ -296,6 +305,14 @@ async def test_no_file_anywhere_means_the_servers_config(runtime: Runtime, fake_
     result = await runtime.dispatcher.dispatch(issue_opened())
     await runtime.close()
     assert result.ok and greetings(fake) == [SERVER_GREETING]
+
+
+async def test_an_empty_greeting_means_none_of_that_kind(runtime: Runtime, fake_github: tuple[FakeGitHub, str]) -> None:
+    fake, _ = fake_github
+    fake.files[REPO] = {".github/hookbot.yml": b"greeter:\n  issue_comment: ''\n"}
+    result = await runtime.dispatcher.dispatch(issue_opened())
+    await runtime.close()
+    assert result.ok and greetings(fake) == []
 
 
 async def test_a_repository_switches_the_greeter_off(runtime: Runtime, fake_github: tuple[FakeGitHub, str]) -> None:
