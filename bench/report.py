@@ -203,7 +203,7 @@ def plot(rounds: list[Round], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = dict(zip(DESCRIPTIONS, plt.get_cmap("tab10").colors, strict=False))
+    colours = {name: f"C{number}" for number, name in enumerate(DESCRIPTIONS)}  # matplotlib's colour cycle
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     labelled: set[str] = set()
     for r in rounds:
