@@ -32,6 +32,7 @@ from gidgethub.routing import Router
 
 from bot.context import HandlerContext
 from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.repo_config import RepoSetting, RepositorySettings
 
 if TYPE_CHECKING:
     from handlers.lambda_deploy.config import LambdaDeployConfig
@@ -39,14 +40,34 @@ if TYPE_CHECKING:
 router = Router()
 
 
-def configure(section: Mapping[str, Any]) -> LambdaDeployConfig | NotSetUp:
+def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> LambdaDeployConfig | NotSetUp:
     """No ``[lambda_deploy]`` section: nothing to deploy, said without importing the rest of the plugin; any
-    section is checked in full (config.configure)."""
+    section is checked in full (config.configure).
+
+    ``env`` is hookbot's environment snapshot, read only for ``AWS_LAMBDA_FUNCTION_NAME`` (which Lambda sets to
+    the function running the code), so that hookbot never deploys over itself.
+    """
     if not section:
         return NOT_SET_UP
     from handlers.lambda_deploy import config
 
-    return config.configure(section)
+    return config.configure(section, own_function=env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def _narrow(config: LambdaDeployConfig, values: Mapping[str, Any]) -> LambdaDeployConfig:
+    from handlers.lambda_deploy import config as rules
+
+    return rules.narrow(config, values)
+
+
+# No function, artifact, bucket or alias can come from a repository: it can only pick among the server's rules.
+repository_settings: RepositorySettings[LambdaDeployConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("enabled", "bool", "false: nothing deploys from this repository"),
+        RepoSetting("rules", "names", "the names of the server's push rules that apply to this repository"),
+    ),
+    narrow=_narrow,
+)
 
 
 @router.register("push")
