@@ -149,6 +149,7 @@ class LambdaEntry:
                 if message.type != NOTIFICATION:
                     log.info("SNS %s ignored: Lambda subscriptions need no confirmation", message.type)
                     continue
+                message = await runtime.payloads.resolve(message)  # a large delivery's body, fetched from S3
                 deliveries += deliveries_from_notification(
                     message,
                     secrets=runtime.secrets,

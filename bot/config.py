@@ -72,6 +72,7 @@ class DedupeSettings:
 class RelaySettings:
     topic_arn: str | None = None
     also_handle: bool = False
+    payload_bucket: str | None = None  # S3 bucket for deliveries over SNS's 256 KiB (see bot/claim_check.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +263,7 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
     relay = RelaySettings(
         topic_arn=env.get("HOOKBOT_RELAY_TOPIC_ARN") or rl.get("topic_arn"),
         also_handle=_bool(rl.get("also_handle", False), "[relay] also_handle"),
+        payload_bucket=env.get("HOOKBOT_RELAY_PAYLOAD_BUCKET") or rl.get("payload_bucket"),
     )
 
     core = _section(data, "hookbot")

@@ -3,7 +3,8 @@
 With ``[relay] topic_arn`` set, a GitHub delivery that passed the HMAC check is published to that topic exactly
 as GitHub sent it: ``Message`` is the body, and GitHub's three headers travel as String message attributes, so
 the worker behind the topic checks the same HMAC again (see :mod:`bot.sns_delivery`). A forged delivery never
-gets here: the ingress refuses it with 401 first.
+gets here: the ingress refuses it with 401 first. A delivery over SNS's 256 KiB goes to ``[relay]
+payload_bucket`` and the message carries a pointer to it (:mod:`bot.claim_check`).
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.aws import AwsClients
+from bot.claim_check import PayloadStore, fits_in_sns, pointer_message
 from bot.delivery import Delivery
 from bot.github_webhook import sign
 from bot.sns_delivery import DELIVERY_ATTRIBUTE, EVENT_ATTRIBUTE, SIGNATURE_ATTRIBUTE
 
 log = logging.getLogger("hookbot.relay")
-
-SNS_MAX_MESSAGE_BYTES = 256 * 1024  # SNS's limit for a message and its attributes together
-
 
 class RelayError(Exception):
     """The delivery could not be published; ``status`` is what the ingress answers (GitHub shows it)."""
@@ -43,10 +42,13 @@ def message_attributes(delivery: Delivery, signature_256: str) -> dict[str, dict
 class Relay:
     """Publishes verified deliveries to one SNS topic through boto3, off the event loop."""
 
-    def __init__(self, topic_arn: str, aws: AwsClients, *, secrets: Sequence[bytes]) -> None:
+    def __init__(
+        self, topic_arn: str, aws: AwsClients, *, secrets: Sequence[bytes], payloads: PayloadStore | None = None
+    ) -> None:
         self.topic_arn = topic_arn
         self._aws = aws
         self._secrets = secrets
+        self._payloads = payloads
 
     async def publish(self, delivery: Delivery, signature_256: str | None) -> str:
         """Publish ``delivery``; returns the SNS MessageId.
@@ -59,21 +61,33 @@ class Relay:
             text = delivery.body.decode("utf-8")
         except UnicodeDecodeError:
             raise RelayError(400, "body is not UTF-8 text, so SNS cannot carry it") from None
-        if len(delivery.body) > SNS_MAX_MESSAGE_BYTES - 1024:
-            raise RelayError(413, f"body of {len(delivery.body)} bytes is over what an SNS message can carry (256 KiB)")
         signature = signature_256 or sign(delivery.body, self._secrets[0])
+        attributes: dict[str, dict[str, str]] = message_attributes(delivery, signature)
+        offloaded = None
+        if not fits_in_sns(delivery.body, attributes):
+            if self._payloads is None or not self._payloads.bucket:
+                raise RelayError(
+                    413,
+                    f"body of {len(delivery.body)} bytes is over what an SNS message can carry (256 KiB);"
+                    " set [relay] payload_bucket (HOOKBOT_RELAY_PAYLOAD_BUCKET) to relay it through S3",
+                )
+            try:
+                offloaded = await self._payloads.put(delivery.body)
+            except Exception as exc:  # botocore's errors: the body could not be stored, so nothing is published
+                raise RelayError(502, f"storing the body in s3://{self._payloads.bucket} failed: {exc}") from None
+            text, attributes = pointer_message(offloaded, len(delivery.body), attributes)
         try:
-            response = await asyncio.to_thread(self._publish, text, message_attributes(delivery, signature))
+            response = await asyncio.to_thread(self._publish, text, attributes)
         except Exception as exc:  # botocore's errors are many classes; any of them means "not published"
             raise RelayError(502, f"publishing to {self.topic_arn} failed: {exc}") from None
         message_id = str(response["MessageId"])
-        log.info(
-            "relayed delivery to SNS",
-            extra={"fields": {"topic": self.topic_arn, "sns_message_id": message_id, "event": delivery.event}},
-        )
+        fields: dict[str, object] = {"topic": self.topic_arn, "sns_message_id": message_id, "event": delivery.event}
+        if offloaded is not None:
+            fields.update(payload=f"s3://{offloaded.bucket}/{offloaded.key}", bytes=len(delivery.body))
+        log.info("relayed delivery to SNS", extra={"fields": fields})
         return message_id
 
-    def _publish(self, text: str, attributes: dict[str, dict[str, str]]) -> dict[str, Any]:
+    def _publish(self, text: str, attributes: dict[str, Any]) -> dict[str, Any]:
         # In the worker thread: making the first client imports boto3, which must not stall the event loop.
         response: dict[str, Any] = self._aws.client("sns").publish(
             TopicArn=self.topic_arn, Message=text, MessageAttributes=attributes

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.aws import AwsClients
+from bot.claim_check import PayloadStore
 from bot.config import Settings
 from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, MemoryDedupeStore, check_table
 from bot.dispatch import Dispatcher
@@ -37,6 +38,7 @@ class Runtime:
     sns_fetcher: SnsFetcher
     relay: Relay | None
     health: Health
+    payloads: PayloadStore
 
     @classmethod
     def build(cls, settings: Settings, *, dry_run: bool | None = None, secrets_: list[bytes] | None = None) -> Runtime:
@@ -62,8 +64,13 @@ class Runtime:
             emulator_urls=(settings.aws_endpoint_url_sns, settings.aws_endpoint_url),
             max_age_seconds=settings.sns.max_age_seconds,
         )
-        relay = Relay(settings.relay.topic_arn, aws, secrets=secret_values) if settings.relay.topic_arn else None
-        return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay, health)
+        payloads = PayloadStore(aws, settings.relay.payload_bucket, max_bytes=settings.server.max_body_bytes)
+        relay = (
+            Relay(settings.relay.topic_arn, aws, secrets=secret_values, payloads=payloads)
+            if settings.relay.topic_arn
+            else None
+        )
+        return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay, health, payloads)
 
     def check_dedupe_table(self) -> None:
         """With ``[dedupe] table``, check its key schema once (DescribeTable): a wrong table stops the start with

@@ -140,6 +140,7 @@ async def receive_sns(request: web.Request) -> web.Response:
         if message.type == UNSUBSCRIBE_CONFIRMATION:
             log.info("SNS unsubscribed this endpoint; not acted on", extra={"fields": {"topic": message.topic_arn}})
             return json_answer({"status": "noted", "topic": message.topic_arn})
+        message = await runtime.payloads.resolve(message)  # a large delivery's body, fetched from S3
         deliveries = deliveries_from_notification(
             message,
             secrets=runtime.secrets,

@@ -76,7 +76,8 @@ class SnsError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SnsMessage:
-    """One SNS message, whichever spelling it came in; ``attributes`` keeps String attribute values only."""
+    """One SNS message, whichever spelling it came in; ``attributes`` keeps String and Number attribute values
+    (the Extended Client's ``ExtendedPayloadSize`` is a Number)."""
 
     type: str
     message_id: str
@@ -125,7 +126,7 @@ def _attributes(document: Mapping[str, Any]) -> dict[str, str]:
         raise SnsError(400, "SNS MessageAttributes is not an object")
     found: dict[str, str] = {}
     for name, attribute in raw.items():
-        if isinstance(attribute, Mapping) and attribute.get("Type") == "String":
+        if isinstance(attribute, Mapping) and attribute.get("Type") in ("String", "Number"):
             value = attribute.get("Value")
             if isinstance(value, str):
                 found[str(name)] = value
