@@ -300,6 +300,38 @@ async def test_extends_starts_from_another_repositorys_file(
     assert greetings(fake) == ["Base greeting, @Codertocat", "Base greeting, @bots-1"]
 
 
+@pytest.mark.parametrize(
+    ("files", "why"),
+    [
+        (
+            {REPO: b"_extends: a\n", "Codertocat/a": b"_extends: Hello-World\n"},
+            "Codertocat/a:.github/hookbot.yml line 1: _extends is followed one level only, and this file is already "
+            "the base of Codertocat/Hello-World",
+        ),
+        ({REPO: b"_extends: Hello-World\n"}, "line 1: _extends: 'Hello-World' names this same repository"),
+        ({REPO: b"_extends: ../../user\n"}, "line 1: _extends: '../../user' is not a repository name"),
+        ({REPO: b"_extends: missing\n"}, "line 1: _extends: Codertocat/missing has no readable .github/hookbot.yml"),
+    ],
+    ids=["two-levels-and-cycles", "itself", "path-tricks", "missing"],
+)
+async def test_extends_goes_one_level_and_a_bad_one_is_refused(
+    runtime: Runtime,
+    fake_github: tuple[FakeGitHub, str],
+    caplog: pytest.LogCaptureFixture,
+    files: dict[str, bytes],
+    why: str,
+) -> None:
+    fake, _ = fake_github
+    for repository, text in files.items():
+        fake.files[repository] = {".github/hookbot.yml": text}
+    with caplog.at_level(logging.WARNING, logger="hookbot.dispatch"):
+        result = await runtime.dispatcher.dispatch(issue_opened())
+    await runtime.close()
+    assert result.ok and greetings(fake) == [SERVER_GREETING]
+    assert why in caplog.text
+    assert all("/../" not in path for path in contents_requests(fake))
+
+
 async def test_no_file_anywhere_means_the_servers_config(runtime: Runtime, fake_github: tuple[FakeGitHub, str]) -> None:
     fake, _ = fake_github
     result = await runtime.dispatcher.dispatch(issue_opened())
