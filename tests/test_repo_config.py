@@ -383,7 +383,6 @@ async def test_100_deliveries_make_one_contents_request_and_a_push_touching_the_
     assert contents_requests(fake) == [CONTENTS]
 
     await runtime.dispatcher.dispatch(push(["README.md"]))  # touches something else: the cache stays
-    await runtime.dispatcher.dispatch(push([".github/hookbot.yml"], ref="refs/heads/feature"))  # not the default
     assert contents_requests(fake) == [CONTENTS]
 
     fake.files[REPO] = {".github/hookbot.yml": b"greeter:\n  issue_comment: 'Two, @{author}'\n"}
@@ -456,6 +455,25 @@ async def test_a_bad_file_gets_a_failing_check_run_and_the_fix_a_successful_one(
     assert [(run["head_sha"], run["conclusion"]) for run in fake.check_runs[1:]] == [
         (fixing_push.payload["after"], "success")
     ]
+
+
+async def test_a_push_to_another_branch_is_checked_at_its_own_commit(
+    runtime: Runtime, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    fake, _ = fake_github
+    fake.files[REPO] = {".github/hookbot.yml": b"greeter:\n  issue_comment: 'Main, @{author}'\n"}
+    await runtime.dispatcher.dispatch(issue_opened("a"))
+    branch_push = push([".github/hookbot.yml"], ref="refs/heads/feature")
+    fake.commits[f"{REPO}@{branch_push.payload['after']}"] = {".github/hookbot.yml": b"greeter:\n  skip: [x]\n"}
+    await runtime.dispatcher.dispatch(branch_push)
+    await runtime.dispatcher.dispatch(issue_opened("b", 2))
+    await runtime.close()
+    [run] = fake.check_runs
+    assert (run["head_sha"], run["conclusion"]) == (branch_push.payload["after"], "failure")
+    assert "line 2: greeter.skip is not a setting a repository may set" in run["output"]["summary"]
+    assert greetings(fake) == ["Main, @a", "Main, @b"]  # the default branch's file still applies, from the cache
+    assert contents_requests(fake) == [CONTENTS, CONTENTS]  # the second one at the pushed commit
+    assert [r.query for r in fake.calls("GET", CONTENTS)] == [{}, {"ref": branch_push.payload["after"]}]
 
 
 async def test_a_token_that_cannot_create_check_runs_sets_a_commit_status(
