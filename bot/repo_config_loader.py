@@ -40,6 +40,7 @@ from bot.repo_config import (
     RepoConfigError,
     RepoFile,
     ServerCeiling,
+    describe_effect,
     effective_configs,
     extends_target,
     parse_repo_file,
@@ -173,7 +174,8 @@ class RepoConfigs:
         error = resolution.error
         if error is None:
             conclusion, title = "success", f"{REPO_CONFIG_PATH} is valid"
-            summary = f"{resolution.source} applies" if resolution.source else "No file: the server's config applies"
+            effect = describe_effect(resolution.configs, self.ceiling)
+            summary = f"{resolution.source}: {effect}" if resolution.source else "No file: the server's config applies"
         else:
             conclusion, title = "failure", f"{REPO_CONFIG_PATH} is not valid; the server's config applies"
             summary = str(error)

@@ -452,8 +452,8 @@ async def test_a_bad_file_gets_a_failing_check_run_and_the_fix_a_successful_one(
     fixing_push = push([".github/hookbot.yml"])
     await runtime.dispatcher.dispatch(fixing_push)
     await runtime.close()
-    assert [(run["head_sha"], run["conclusion"]) for run in fake.check_runs[1:]] == [
-        (fixing_push.payload["after"], "success")
+    assert [(run["head_sha"], run["conclusion"], run["output"]["summary"]) for run in fake.check_runs[1:]] == [
+        (fixing_push.payload["after"], "success", f"{REPO}:.github/hookbot.yml: greeter: off")
     ]
 
 
