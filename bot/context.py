@@ -1,18 +1,9 @@
-"""What a handler gets besides the event and the GitHub client.
-
-Handlers never read HTTP requests or environment variables: everything they may depend on arrives here.
-"""
+"""The record of what one delivery's handlers did (or, in dry-run, would have done)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from bot.delivery import Delivery
-
-if TYPE_CHECKING:
-    from bot.aws import AwsClients
 
 
 @dataclass(slots=True)
@@ -28,16 +19,3 @@ class ActionLog:
     def record(self, line: str) -> None:
         self.lines.append(f"[dry-run] {line}" if self.dry_run else line)
         logging.getLogger("hookbot.actions").info(line, extra={"fields": {"dry_run": self.dry_run}})
-
-
-@dataclass(slots=True)
-class HandlerContext:
-    """Per-delivery, per-plugin context passed to every handler after ``(event, gh)``."""
-
-    delivery: Delivery
-    config: Any
-    log: logging.Logger
-    dry_run: bool
-    aws: AwsClients
-    actions: ActionLog
-    bot_login: str | None = None

@@ -18,11 +18,12 @@ from gidgethub import sansio
 from gidgethub.routing import Router
 
 from bot.aws import AwsClients
-from bot.context import ActionLog, HandlerContext
+from bot.context import ActionLog
 from bot.dedupe import DedupeStore
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
+from bot.plugin import Context, Event
 from bot.plugins import Plugin
 
 log = logging.getLogger("hookbot.dispatch")
@@ -78,7 +79,7 @@ class Dispatcher:
                 log.info("delivery already handled or in progress; skipped", extra={"fields": _fields(delivery)})
                 return result
             actions = ActionLog(dry_run=self.dry_run)
-            event = sansio.Event(delivery.payload, event=delivery.event, delivery_id=delivery.delivery_id)
+            event = Event(delivery)
             every = sansio.Event(delivery.payload, event=WILDCARD, delivery_id=delivery.delivery_id)
             routes = [(plugin, callbacks_for(plugin.router, event, every)) for plugin in self.plugins]
             if any(callbacks for _, callbacks in routes):
@@ -111,7 +112,7 @@ class Dispatcher:
     async def _run_plugins(
         self,
         routes: list[tuple[Plugin, list[Callable[..., Awaitable[None]]]]],
-        event: sansio.Event,
+        event: Event,
         gh: object,
         delivery: Delivery,
         actions: ActionLog,
@@ -137,7 +138,7 @@ class Dispatcher:
         self,
         plugin: Plugin,
         callbacks: list[Callable[..., Awaitable[None]]],
-        event: sansio.Event,
+        event: Event,
         gh: object,
         delivery: Delivery,
         actions: ActionLog,
@@ -146,8 +147,7 @@ class Dispatcher:
         key = f"{delivery.delivery_id}/{plugin.name}"
         if await self.dedupe.is_done(key):
             return Outcome(plugin.name, "skipped", 0.0)
-        ctx = HandlerContext(
-            delivery=delivery,
+        ctx = Context(
             config=plugin.config,
             log=plugin.log,
             dry_run=self.dry_run,

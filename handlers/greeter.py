@@ -10,15 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
-
-from bot.context import HandlerContext
+from bot.plugin import Context, Event, GitHubAPI, Router, Setup, comment_once, hidden_marker, issue_path
 
 router = Router()
 
-MARKER = "<!-- hookbot:greeter -->"
+MARKER = hidden_marker("greeter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,46 +23,33 @@ class GreeterConfig:
     pull_request_comment: str = "Thanks for the pull request, @{author}! A maintainer will review it soon."
 
 
-def configure(section: Mapping[str, Any]) -> GreeterConfig:
+def setup(plugin: Setup) -> GreeterConfig:
     """Check the templates at start: a typo such as ``{autor}`` fails here, not on the first issue."""
-    config = GreeterConfig(**{k: str(v) for k, v in section.items()})
+    config = GreeterConfig(**{k: str(v) for k, v in plugin.section.items()})
     for template in (config.issue_comment, config.pull_request_comment):
         template.format(author="someone", repository="owner/repo", number=1, title="t")
     return config
 
 
-def is_from_bot(sender: Mapping[str, Any], bot_login: str | None) -> bool:
-    """A Bot account or the bot's own user: answering either could start a loop between bots."""
-    login = sender.get("login")
-    return sender.get("type") == "Bot" or (bot_login is not None and login == bot_login)
-
-
-async def already_commented(gh: GitHubAPI, comments_url: str) -> bool:
-    async for comment in gh.getiter(comments_url):
-        if MARKER in (comment.get("body") or ""):
-            return True
-    return False
-
-
-async def greet(gh: GitHubAPI, ctx: HandlerContext, item: Mapping[str, Any], template: str) -> None:
-    repository = ctx.delivery.payload["repository"]["full_name"]
-    number = item["number"]
-    author = item["user"]["login"]
-    comments_url = f"/repos/{repository}/issues/{number}/comments"
-    if await already_commented(gh, comments_url):
-        ctx.log.info("already greeted %s#%s; not greeting twice", repository, number)
+async def greet(
+    event: Event, gh: GitHubAPI, ctx: Context[GreeterConfig], item: Mapping[str, Any], template: str
+) -> None:
+    if ctx.is_from_bot(event):
         return
-    text = template.format(author=author, repository=repository, number=number, title=item.get("title", ""))
-    await gh.post(comments_url, data={"body": f"{text}\n\n{MARKER}"})
+    comments = issue_path(event, "comments")
+    number = item["number"]
+    text = template.format(
+        author=item["user"]["login"], repository=event.repository, number=number, title=item.get("title", "")
+    )
+    if not await comment_once(gh, comments, text, MARKER):
+        ctx.log.info("already greeted %s#%s; not greeting twice", event.repository, number)
 
 
 @router.register("issues", action="opened")
-async def issue_opened(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    if not is_from_bot(event.data["sender"], ctx.bot_login):
-        await greet(gh, ctx, event.data["issue"], ctx.config.issue_comment)
+async def issue_opened(event: Event, gh: GitHubAPI, ctx: Context[GreeterConfig]) -> None:
+    await greet(event, gh, ctx, event.data["issue"], ctx.config.issue_comment)
 
 
 @router.register("pull_request", action="opened")
-async def pull_request_opened(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    if not is_from_bot(event.data["sender"], ctx.bot_login):
-        await greet(gh, ctx, event.data["pull_request"], ctx.config.pull_request_comment)
+async def pull_request_opened(event: Event, gh: GitHubAPI, ctx: Context[GreeterConfig]) -> None:
+    await greet(event, gh, ctx, event.data["pull_request"], ctx.config.pull_request_comment)

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from bot.plugins import NOT_SET_UP, NotSetUp
 from handlers.lambda_deploy.ordering import DeployQueue
 
 PUSH_PLACEHOLDERS = frozenset({"repository", "repository_name", "owner", "sha", "short_sha", "branch"})
@@ -179,7 +178,7 @@ def _s3_rule(raw: Mapping[str, Any], index: int) -> S3Rule:
     return _finish_rule(S3Rule, data, where)
 
 
-def configure(section: Mapping[str, Any]) -> LambdaDeployConfig | NotSetUp:
+def configure(section: Mapping[str, Any]) -> LambdaDeployConfig | None:
     """Check every rule at start, so a typo in a placeholder fails now rather than on the first push.
 
     With no rule at all there is nothing to deploy: the plugin is not loaded, so it costs nothing per delivery and
@@ -190,4 +189,4 @@ def configure(section: Mapping[str, Any]) -> LambdaDeployConfig | NotSetUp:
         raise ValueError(f"unknown key(s) {sorted(unknown)}; use [[lambda_deploy.push]] and [[lambda_deploy.s3]]")
     push = tuple(_push_rule(raw, i) for i, raw in enumerate(section.get("push", [])))
     s3 = tuple(_s3_rule(raw, i) for i, raw in enumerate(section.get("s3", [])))
-    return LambdaDeployConfig(push=push, s3=s3) if push or s3 else NOT_SET_UP
+    return LambdaDeployConfig(push=push, s3=s3) if push or s3 else None

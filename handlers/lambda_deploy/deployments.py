@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot.context import HandlerContext
+from bot.plugin import Context
 from handlers.lambda_deploy.aws_steps import (
     Artifact,
     Deployed,
@@ -34,7 +34,7 @@ from handlers.lambda_deploy.ordering import check_order
 
 
 async def deploy(
-    ctx: HandlerContext,
+    ctx: Context[LambdaDeployConfig],
     target: Target,
     resolve: Callable[[], Awaitable[Artifact]],
     plan: str,
@@ -44,7 +44,7 @@ async def deploy(
 
     ``resolve`` is a coroutine function giving the Artifact, called only once the deployment is sure to run.
     """
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     async with config.queue.turn(target.function, target.order):
         if on_start is not None:
             await on_start()
@@ -69,7 +69,7 @@ def _plan(artifact: str, target: Target) -> str:
 
 
 async def deploy_commit(
-    gh: GitHubAPI, ctx: HandlerContext, rule: PushRule, repository: str, sha: str, order: float
+    gh: GitHubAPI, ctx: Context[LambdaDeployConfig], rule: PushRule, repository: str, sha: str, order: float
 ) -> str:
     """Deploy one commit by one push rule, reported as a GitHub Deployment; returns a one-line summary."""
     function = rule.function_name(repository)
@@ -95,7 +95,7 @@ async def deploy_commit(
     async def started() -> None:
         await deployment.status("in_progress", f"deploying {sha[:7]} to {function}")
 
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     if config.queue.busy(function):
         await deployment.status("queued", f"waiting for another deployment to {function}")
     what = f"the zipball of {sha[:7]} ({rule.subdir or 'whole commit'}) uploaded to s3://{bucket}/{key}"
@@ -125,7 +125,7 @@ async def deploy_commit(
 
 
 async def deploy_ref(
-    gh: GitHubAPI, ctx: HandlerContext, rule: PushRule, repository: str, ref: str, order: float
+    gh: GitHubAPI, ctx: Context[LambdaDeployConfig], rule: PushRule, repository: str, ref: str, order: float
 ) -> str:
     """``/deploy <sha>``: the commit a (possibly short) sha names, deployed as a push of it would be."""
     try:
@@ -137,7 +137,7 @@ async def deploy_ref(
 
 
 async def deploy_upload(
-    ctx: HandlerContext, rule: S3Rule, bucket: str, key: str, version: str | None, order: float
+    ctx: Context[LambdaDeployConfig], rule: S3Rule, bucket: str, key: str, version: str | None, order: float
 ) -> None:
     """Deploy one uploaded object; a failure raises, so the delivery is logged as failed and may be retried."""
     if rule.pointer is not None:
@@ -168,13 +168,15 @@ async def deploy_upload(
         ctx.log.info("not deploying %s to %s: %s", pointed, function, exc)
 
 
-async def roll_back_alias(ctx: HandlerContext, rule: PushRule, repository: str, user: str, order: float) -> str:
+async def roll_back_alias(
+    ctx: Context[LambdaDeployConfig], rule: PushRule, repository: str, user: str, order: float
+) -> str:
     """``/deploy rollback``: the alias back to the previous published version, in the function's turn."""
     function = rule.function_name(repository)
     if rule.alias is None:
         return f"`{function}` has no alias configured, so there is nothing to roll back."
     alias = rule.alias
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     try:
         async with config.queue.turn(function, order):
             if ctx.dry_run:
