@@ -1,9 +1,13 @@
-"""The record of what one delivery's handlers did (or, in dry-run, would have done)."""
+"""What one delivery's handlers did (or, in dry-run, would have done), and which of a plugin's steps are done."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.dedupe import DedupeStore
 
 
 @dataclass(slots=True)
@@ -19,3 +23,22 @@ class ActionLog:
     def record(self, line: str) -> None:
         self.lines.append(f"[dry-run] {line}" if self.dry_run else line)
         logging.getLogger("hookbot.actions").info(line, extra={"fields": {"dry_run": self.dry_run}})
+
+
+@dataclass(frozen=True, slots=True)
+class StepMarks:
+    """Which named steps of one plugin have already succeeded for one delivery.
+
+    The dispatcher remembers a plugin's success under ``<delivery>/<plugin>``, so a retry runs only the plugins
+    that failed; a plugin that does several independent things (exec runs several hooks) marks each one under
+    ``<delivery>/<plugin>/<step>`` in the same de-dup store, so a retry runs only the steps that failed.
+    """
+
+    store: DedupeStore
+    prefix: str  # "<delivery id>/<plugin>"
+
+    async def done(self, step: str) -> bool:
+        return await self.store.is_done(f"{self.prefix}/{step}")
+
+    async def mark_done(self, step: str) -> None:
+        await self.store.mark_done(f"{self.prefix}/{step}")

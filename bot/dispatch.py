@@ -18,7 +18,7 @@ from gidgethub import sansio
 from gidgethub.routing import Router
 
 from bot.aws import AwsClients
-from bot.context import ActionLog
+from bot.context import ActionLog, StepMarks
 from bot.dedupe import DedupeStore
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
@@ -154,6 +154,7 @@ class Dispatcher:
             aws=self.aws,
             actions=actions,
             bot_login=bot_login,
+            steps=StepMarks(self.dedupe, key),
         )
         started = time.perf_counter()
         try:

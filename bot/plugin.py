@@ -33,7 +33,7 @@ from gidgethub.routing import Router
 
 from bot.aws import AwsClients
 from bot.config import ConfigError
-from bot.context import ActionLog
+from bot.context import ActionLog, StepMarks
 from bot.delivery import WILDCARD, Delivery, Source, action_of, describe, matches, repository_of
 from bot.github import UntrustedURLError
 
@@ -47,6 +47,7 @@ __all__ = [
     "GitHubAPI",
     "Router",
     "Setup",
+    "StepMarks",
     "UntrustedURLError",
     "comment_once",
     "find_marked_comment",
@@ -106,6 +107,9 @@ class Context(Generic[ConfigT]):
     aws: AwsClients  # boto3 clients, made on first use
     actions: ActionLog  # one line per side effect: what `hookbot replay` prints
     bot_login: str | None = None  # the account hookbot writes as, when known
+    # Steps of this plugin already done for this delivery (a plugin doing several independent things marks each,
+    # so a retry runs only those that failed); None: nothing remembers steps, every step runs.
+    steps: StepMarks | None = None
 
     def is_from_bot(self, event: Event) -> bool:
         """Sent by a Bot account or by hookbot itself: answering either could start a loop between bots."""

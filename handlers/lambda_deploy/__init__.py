@@ -35,12 +35,16 @@ router = Router()
 
 def setup(plugin: Setup) -> LambdaDeployConfig | None:
     """No ``[lambda_deploy]`` section: nothing to deploy, said without importing the rest of the plugin; any
-    section is checked in full (config.configure)."""
+    section is checked in full (config.configure).
+
+    ``plugin.env`` is hookbot's environment snapshot, read only for ``AWS_LAMBDA_FUNCTION_NAME`` (which Lambda
+    sets to the function running the code), so that hookbot never deploys over itself.
+    """
     if not plugin.section:
         return None
     from handlers.lambda_deploy import config
 
-    return config.configure(plugin.section)
+    return config.configure(plugin.section, own_function=plugin.env.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
 @router.register("push")
