@@ -5,6 +5,9 @@ A plugin is a module (or package) with:
 - a module-level ``router = Router()``, whose handlers are ``async def handler(event, gh, ctx)`` (the shape
   python/bedevere uses): ``event`` is the delivery (its payload is ``event.data``, and only there), ``gh`` a
   gidgethub client pinned to the configured GitHub API, ``ctx`` this plugin's :class:`Context`;
+- optionally ``repository_settings = RepositorySettings(...)``: which of its settings a repository's
+  ``.github/hookbot.yml`` may set and how they narrow the server's config (bot/repo_config.py); handlers then get
+  the effective config for the delivery's repository as ``ctx.config``;
 - optionally ``setup(plugin: Setup) -> Config | None``, called once at start with the plugin's config section.
   It checks the section and returns what handlers get as ``ctx.config`` (typed: ``Context[Config]``), or None when
   the plugin has nothing to do under this config, and is then not loaded. Whatever it raises stops hookbot
@@ -36,6 +39,7 @@ from bot.config import ConfigError
 from bot.context import ActionLog, StepMarks
 from bot.delivery import WILDCARD, Delivery, Source, action_of, describe, matches, repository_of
 from bot.github import UntrustedURLError
+from bot.repo_config import RepoSetting, RepositorySettings, SettingError
 
 __all__ = [
     "WILDCARD",
@@ -45,7 +49,10 @@ __all__ = [
     "Context",
     "Event",
     "GitHubAPI",
+    "RepoSetting",
+    "RepositorySettings",
     "Router",
+    "SettingError",
     "Setup",
     "StepMarks",
     "UntrustedURLError",

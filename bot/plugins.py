@@ -28,6 +28,7 @@ from gidgethub.routing import Router
 
 from bot.config import ConfigError
 from bot.plugin import Setup
+from bot.repo_config import RepositorySettings
 
 ENTRY_POINT_GROUP = "hookbot.handlers"
 BUILTIN_DISTRIBUTION = "hookbot"  # plugins shipped by this distribution load unless [hookbot] handlers says otherwise
@@ -41,6 +42,8 @@ class Plugin:
     router: Router
     config: Any
     log: logging.Logger  # handlers log through ctx.log, named hookbot.handlers.<name>
+    # What a repository's .github/hookbot.yml may set (the module's ``repository_settings``); None: nothing.
+    repository_settings: RepositorySettings[Any] | None = None
 
 
 def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
@@ -109,7 +112,10 @@ def set_up(name: str, module: ModuleType, given: Setup) -> Plugin | None:
             raise ConfigError(f"[{name}] config is not valid: {reason}") from None
         if config is None:
             return None
-    return Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"))
+    settings = getattr(module, "repository_settings", None)
+    if settings is not None and not isinstance(settings, RepositorySettings):
+        raise ConfigError(f"plugin {name!r}: repository_settings must be a bot.plugin.RepositorySettings")
+    return Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings)
 
 
 def load_module_at(path: Path) -> tuple[str, ModuleType]:

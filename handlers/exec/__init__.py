@@ -14,9 +14,10 @@ placeholder, a NUL byte, a missing command) is not.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from bot.plugin import WILDCARD, Context, Event, GitHubAPI, Router, Setup
+from bot.plugin import WILDCARD, Context, Event, GitHubAPI, RepoSetting, RepositorySettings, Router, Setup
 
 if TYPE_CHECKING:
     from handlers.exec.hooks import ExecConfig
@@ -32,6 +33,20 @@ def setup(plugin: Setup) -> ExecConfig | None:
     from handlers.exec import hooks
 
     return hooks.configure(plugin.section, plugin.env)
+
+
+def _narrow(config: ExecConfig, values: Mapping[str, Any]) -> ExecConfig:
+    from handlers.exec import hooks
+
+    return hooks.narrow(config, values)
+
+
+repository_settings: RepositorySettings[ExecConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("hooks", "names", "the names of the server's hooks to run for this repository, and only those"),
+    ),
+    narrow=_narrow,
+)
 
 
 @router.register(WILDCARD)

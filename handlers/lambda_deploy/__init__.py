@@ -23,9 +23,10 @@ Nothing here loads boto3 or botocore: clients come from ``ctx.aws`` when a deplo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from bot.plugin import Context, Event, GitHubAPI, Router, Setup
+from bot.plugin import Context, Event, GitHubAPI, RepoSetting, RepositorySettings, Router, Setup
 
 if TYPE_CHECKING:
     from handlers.lambda_deploy.config import LambdaDeployConfig
@@ -45,6 +46,22 @@ def setup(plugin: Setup) -> LambdaDeployConfig | None:
     from handlers.lambda_deploy import config
 
     return config.configure(plugin.section, own_function=plugin.env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def _narrow(config: LambdaDeployConfig, values: Mapping[str, Any]) -> LambdaDeployConfig:
+    from handlers.lambda_deploy import config as rules
+
+    return rules.narrow(config, values)
+
+
+# No function, artifact, bucket or alias can come from a repository: it can only pick among the server's rules.
+repository_settings: RepositorySettings[LambdaDeployConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("enabled", "bool", "false: nothing deploys from this repository"),
+        RepoSetting("rules", "names", "the names of the server's push rules that apply to this repository"),
+    ),
+    narrow=_narrow,
+)
 
 
 @router.register("push")
