@@ -16,8 +16,8 @@ from typing import Any
 
 from bot import __version__
 from bot.config import ConfigError, Settings, load_settings, parse_duration
-from bot.delivery import Delivery
-from bot.github_webhook import WebhookError, parse_payload
+from bot.delivery import Delivery, Refusal
+from bot.github_webhook import parse_payload
 from bot.logs import setup_logging
 from bot.plugin import Setup
 from bot.runtime import Runtime, ensure_webhook_secret, webhook_secrets
@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(redeliver(settings, args.since, args.dry_run))
         if args.command == "audit":
             return audit_show(settings, args.delivery_id)
-    except (ConfigError, WebhookError) as exc:
+    except (ConfigError, Refusal) as exc:
         print(f"hookbot: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -14,6 +14,22 @@ from typing import Any, Literal
 S3_EVENT = "s3"  # the event name of deliveries made from S3 notifications (bot.s3_events)
 WILDCARD = "*"  # an event filter (and a gidgethub route, see bot/dispatch.py) that matches every delivery
 
+class Refusal(Exception):
+    """A request refused at a door: ``status`` is the HTTP answer and ``reason`` the one log line saying why.
+
+    The one exception type of every check (GitHub signature and payload, SNS message, relay), so each door
+    turns any of them into the same answer: a status code, a short JSON error, a rate-limited log line.
+    ``retry_after`` (seconds) is set when trying again later can succeed (a certificate that could not be
+    fetched, a busy relay) and becomes a ``Retry-After`` header.
+    """
+
+    def __init__(self, status: int, reason: str, *, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 Source = Literal["github-http", "sns-http", "lambda-sns", "lambda-s3", "function-url", "replay"]
 
 

@@ -89,7 +89,7 @@ class Dispatcher:
             event = Event(delivery)
             every = sansio.Event(delivery.payload, event=WILDCARD, delivery_id=delivery.delivery_id)
             routes = [(plugin, callbacks_for(plugin.router, event, every)) for plugin in self.plugins]
-            config_pushed = self.repo_configs is not None and self.repo_configs.forget_if_touched(delivery)
+            config_pushed = self.repo_configs is not None and self.repo_configs.note_push(delivery)
             if any(callbacks for _, callbacks in routes) or config_pushed:
                 try:
                     gh = await self.github.for_installation(delivery.installation_id, actions)
