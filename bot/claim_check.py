@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from bot.github_webhook import WebhookError
+from bot.delivery import Refusal
 
 if TYPE_CHECKING:
     from bot.aws import AwsClients
@@ -99,7 +99,7 @@ def find_pointer(message: SnsMessage) -> S3Pointer | None:
         and document[1]["s3Key"]
     ):
         return S3Pointer(document[1]["s3BucketName"], document[1]["s3Key"])
-    raise WebhookError(400, f"SNS message has {SIZE_ATTRIBUTE} but is not an S3 pointer of the Extended Client")
+    raise Refusal(400, f"SNS message has {SIZE_ATTRIBUTE} but is not an S3 pointer of the Extended Client")
 
 
 class PayloadStore:
@@ -123,7 +123,7 @@ class PayloadStore:
     async def resolve(self, message: SnsMessage) -> SnsMessage:
         """``message`` with the body its pointer stands for in place of the pointer (unchanged if it has none).
 
-        Raises WebhookError: 403 for a pointer into another bucket than ``[relay] payload_bucket`` (or with none
+        Raises Refusal: 403 for a pointer into another bucket than ``[relay] payload_bucket`` (or with none
         configured), 413 for an object over the body size limit, 400 for one that is not UTF-8 text, 502 when S3
         cannot give it (the record is retried, and in the end dead-lettered).
         """
@@ -131,7 +131,7 @@ class PayloadStore:
         if pointer is None:
             return message
         if not self.bucket or pointer.bucket != self.bucket:
-            raise WebhookError(
+            raise Refusal(
                 403,
                 f"SNS message points into bucket {pointer.bucket!r}, not the configured [relay] payload_bucket"
                 f" {self.bucket!r}; refused",
@@ -140,7 +140,7 @@ class PayloadStore:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise WebhookError(400, f"s3://{pointer.bucket}/{pointer.key} is not UTF-8 text") from None
+            raise Refusal(400, f"s3://{pointer.bucket}/{pointer.key} is not UTF-8 text") from None
         attributes = {
             name: value
             for name, value in message.attributes.items()
@@ -153,14 +153,12 @@ class PayloadStore:
         try:
             response = client.get_object(Bucket=pointer.bucket, Key=pointer.key)
         except Exception as exc:  # botocore's errors: NoSuchKey (expired after 14 days), access denied, network
-            raise WebhookError(502, f"cannot read s3://{pointer.bucket}/{pointer.key}: {exc}") from None
+            raise Refusal(502, f"cannot read s3://{pointer.bucket}/{pointer.key}: {exc}") from None
         size = int(response.get("ContentLength", 0))
         if size > self._max_bytes:
             response["Body"].close()
-            raise WebhookError(
-                413, f"s3://{pointer.bucket}/{pointer.key} is {size} bytes, over the {self._max_bytes} limit"
-            )
+            raise Refusal(413, f"s3://{pointer.bucket}/{pointer.key} is {size} bytes, over the {self._max_bytes} limit")
         data: bytes = response["Body"].read(self._max_bytes + 1)
         if len(data) > self._max_bytes:
-            raise WebhookError(413, f"s3://{pointer.bucket}/{pointer.key} is over the {self._max_bytes} limit")
+            raise Refusal(413, f"s3://{pointer.bucket}/{pointer.key} is over the {self._max_bytes} limit")
         return data

@@ -16,19 +16,11 @@ from typing import Any
 
 from bot.aws import AwsClients
 from bot.claim_check import PayloadStore, fits_in_sns, pointer_message
-from bot.delivery import Delivery
+from bot.delivery import Delivery, Refusal
 from bot.github_webhook import sign
 from bot.sns_delivery import DELIVERY_ATTRIBUTE, EVENT_ATTRIBUTE, SIGNATURE_ATTRIBUTE
 
 log = logging.getLogger("hookbot.relay")
-
-class RelayError(Exception):
-    """The delivery could not be published; ``status`` is what the ingress answers (GitHub shows it)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 def message_attributes(delivery: Delivery, signature_256: str) -> dict[str, dict[str, str]]:
@@ -60,13 +52,13 @@ class Relay:
         try:
             text = delivery.body.decode("utf-8")
         except UnicodeDecodeError:
-            raise RelayError(400, "body is not UTF-8 text, so SNS cannot carry it") from None
+            raise Refusal(400, "body is not UTF-8 text, so SNS cannot carry it") from None
         signature = signature_256 or sign(delivery.body, self._secrets[0])
         attributes: dict[str, dict[str, str]] = message_attributes(delivery, signature)
         offloaded = None
         if not fits_in_sns(delivery.body, attributes):
             if self._payloads is None or not self._payloads.bucket:
-                raise RelayError(
+                raise Refusal(
                     413,
                     f"body of {len(delivery.body)} bytes is over what an SNS message can carry (256 KiB);"
                     " set [relay] payload_bucket (HOOKBOT_RELAY_PAYLOAD_BUCKET) to relay it through S3",
@@ -74,12 +66,12 @@ class Relay:
             try:
                 offloaded = await self._payloads.put(delivery.body)
             except Exception as exc:  # botocore's errors: the body could not be stored, so nothing is published
-                raise RelayError(502, f"storing the body in s3://{self._payloads.bucket} failed: {exc}") from None
+                raise Refusal(502, f"storing the body in s3://{self._payloads.bucket} failed: {exc}") from None
             text, attributes = pointer_message(offloaded, len(delivery.body), attributes)
         try:
             response = await asyncio.to_thread(self._publish, text, attributes)
         except Exception as exc:  # botocore's errors are many classes; any of them means "not published"
-            raise RelayError(502, f"publishing to {self.topic_arn} failed: {exc}") from None
+            raise Refusal(502, f"publishing to {self.topic_arn} failed: {exc}") from None
         message_id = str(response["MessageId"])
         fields: dict[str, object] = {"topic": self.topic_arn, "sns_message_id": message_id, "event": delivery.event}
         if offloaded is not None:
