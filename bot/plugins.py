@@ -24,6 +24,7 @@ from typing import Any
 from gidgethub.routing import Router
 
 from bot.config import ConfigError
+from bot.repo_config import RepositorySettings
 
 ENTRY_POINT_GROUP = "hookbot.handlers"
 
@@ -46,6 +47,8 @@ class Plugin:
     router: Router
     config: Any
     log: logging.Logger  # handlers log through ctx.log, named hookbot.handlers.<name>
+    # What a repository's .github/hookbot.yml may set (the module's ``repository_settings``); None: nothing.
+    repository_settings: RepositorySettings[Any] | None = None
 
 
 def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
@@ -78,7 +81,10 @@ def load_plugins(
         if config is NOT_SET_UP:
             log.info("plugin %s is installed but has nothing to do under this config; not loaded", name)
             continue
-        plugins.append(Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}")))
+        settings = getattr(module, "repository_settings", None)
+        if settings is not None and not isinstance(settings, RepositorySettings):
+            raise ConfigError(f"plugin {name!r}: repository_settings must be a bot.repo_config.RepositorySettings")
+        plugins.append(Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings))
     return plugins
 
 

@@ -14,8 +14,10 @@ from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, Memory
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
 from bot.logs import register_secret
-from bot.plugins import load_plugins
+from bot.plugins import Plugin, installed_plugins, load_plugins
 from bot.relay import Relay
+from bot.repo_config import CeilingEntry, ServerCeiling
+from bot.repo_config_loader import RepoConfigs
 from bot.sns import SnsVerifier
 from bot.sns_fetch import SnsFetcher
 
@@ -42,12 +44,15 @@ class Runtime:
             register_secret(value)
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
         aws = AwsClients()
+        plugins = load_plugins(settings.handlers, settings.plugin_sections, settings.process_env)
         dispatcher = Dispatcher(
-            load_plugins(settings.handlers, settings.plugin_sections, settings.process_env),
+            plugins,
             github=github,
             dedupe=dedupe_store(settings, aws),
             aws=aws,
             dry_run=effective_dry_run,
+            # Without credentials there is nothing to read a repository's file with: the server's config applies.
+            repo_configs=RepoConfigs(server_ceiling(plugins)) if settings.github.has_credentials else None,
         )
         verifier = SnsVerifier.build(
             settings.sns.topic_arns,
@@ -61,6 +66,14 @@ class Runtime:
         """Close what is bound to the running event loop; caches (tokens, certificates) are kept for the next."""
         await self.github.close()
         await self.sns_fetcher.close()
+
+
+def server_ceiling(plugins: list[Plugin]) -> ServerCeiling:
+    """What a repository's .github/hookbot.yml may narrow: the loaded plugins' configs and declarations."""
+    return ServerCeiling(
+        loaded={plugin.name: CeilingEntry(plugin.config, plugin.repository_settings) for plugin in plugins},
+        installed=frozenset(installed_plugins()),
+    )
 
 
 def dedupe_store(settings: Settings, aws: AwsClients) -> DedupeStore:

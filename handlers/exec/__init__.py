@@ -24,6 +24,7 @@ from gidgethub.routing import Router
 from bot.context import HandlerContext
 from bot.delivery import WILDCARD
 from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.repo_config import RepoSetting, RepositorySettings
 
 if TYPE_CHECKING:
     from handlers.exec.hooks import ExecConfig
@@ -39,6 +40,20 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConf
     from handlers.exec import hooks
 
     return hooks.configure(section, env=env)
+
+
+def _narrow(config: ExecConfig, values: Mapping[str, Any]) -> ExecConfig:
+    from handlers.exec import hooks
+
+    return hooks.narrow(config, values)
+
+
+repository_settings: RepositorySettings[ExecConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("hooks", "names", "the names of the server's hooks to run for this repository, and only those"),
+    ),
+    narrow=_narrow,
+)
 
 
 @router.register(WILDCARD)

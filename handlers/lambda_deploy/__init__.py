@@ -32,6 +32,7 @@ from gidgethub.routing import Router
 
 from bot.context import HandlerContext
 from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.repo_config import RepoSetting, RepositorySettings
 
 if TYPE_CHECKING:
     from handlers.lambda_deploy.config import LambdaDeployConfig
@@ -51,6 +52,22 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> LambdaDe
     from handlers.lambda_deploy import config
 
     return config.configure(section, own_function=env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def _narrow(config: LambdaDeployConfig, values: Mapping[str, Any]) -> LambdaDeployConfig:
+    from handlers.lambda_deploy import config as rules
+
+    return rules.narrow(config, values)
+
+
+# No function, artifact, bucket or alias can come from a repository: it can only pick among the server's rules.
+repository_settings: RepositorySettings[LambdaDeployConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("enabled", "bool", "false: nothing deploys from this repository"),
+        RepoSetting("rules", "names", "the names of the server's push rules that apply to this repository"),
+    ),
+    narrow=_narrow,
+)
 
 
 @router.register("push")
