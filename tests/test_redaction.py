@@ -22,6 +22,7 @@ from bot.context import ActionLog
 from bot.delivery import Delivery
 from bot.github import GitHubClients
 from bot.logs import JsonFormatter
+from bot.plugin import Event
 from handlers.audit.records import REDACTED, build_record, configure
 from tests.fake_github import FakeGitHub
 from tests.helpers import fixture_bytes, installation_token_2026
@@ -61,7 +62,8 @@ def push_with_secrets() -> dict[str, Any]:
 def record_of(payload: dict[str, Any], section: dict[str, Any]) -> dict[str, Any]:
     config = configure({"destination": "file:///unused/", **section})
     delivery = Delivery("push", "d-1", payload, orjson.dumps(payload), "github-http")
-    record: dict[str, Any] = build_record(delivery, config)  # type: ignore[arg-type]
+    assert config is not None
+    record: dict[str, Any] = build_record(Event(delivery), config)
     return record
 
 
