@@ -6,6 +6,7 @@ It verifies, builds a Delivery, hands it to the inbox and answers at once; it ho
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -24,6 +25,13 @@ from bot.logs import RefusalLog
 from bot.metrics import DELIVERIES, HANDLER_SECONDS, INBOX_PENDING, REGISTRY
 from bot.relay import RelayError
 from bot.runtime import Runtime
+from bot.server_limits import (
+    BodyBudget,
+    BodyRefused,
+    answer_and_close,
+    read_body,
+    track_busy_connections,
+)
 from bot.sns import SUBSCRIPTION_CONFIRMATION, UNSUBSCRIBE_CONFIRMATION, SnsError
 from bot.sns_delivery import deliveries_from_notification
 from bot.sns_fetch import verified_message
@@ -34,6 +42,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 INBOX = web.AppKey("inbox", Inbox)
 STARTED = web.AppKey("started", float)
 REFUSALS = web.AppKey("refusals", RefusalLog)
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 RETRY_AFTER_SECONDS = "5"
 SIGNATURE_256 = re.compile(r"sha256=[0-9a-fA-F]{64}")
 
@@ -43,7 +52,7 @@ def json_answer(data: object, *, status: int = 200, headers: Mapping[str, str] |
     return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
 
 
-def refuse(status: int, reason: str, request: web.Request) -> web.Response:
+def refuse(status: int, reason: str, request: web.Request, *, headers: Mapping[str, str] | None = None) -> web.Response:
     """One log line (rate-limited under a flood) and a short plain answer for every refusal.
 
     Headers of a refused request are unverified, so they are truncated in the log and kept out of metric labels
@@ -61,7 +70,21 @@ def refuse(status: int, reason: str, request: web.Request) -> web.Response:
         },
     )
     DELIVERIES.labels("unverified", f"refused-{status}").inc()
-    return json_answer({"error": reason}, status=status)
+    return json_answer({"error": reason}, status=status, headers=headers)
+
+
+async def read_request_body(request: web.Request) -> bytes:
+    """The body as sent, bounded in size, time and (across connections) memory: see bot.server_limits."""
+    server = request.app[RUNTIME].settings.server
+    return await read_body(
+        request, request.app[BODY_BUDGET], max_bytes=server.max_body_bytes, deadline=server.read_deadline_seconds
+    )
+
+
+async def refuse_and_close(exc: BodyRefused, request: web.Request) -> web.Response:
+    """A refusal of a body not read to its end: answered, then the connection is closed."""
+    headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
+    return await answer_and_close(request, refuse(exc.status, exc.reason, request, headers=headers))
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
@@ -79,9 +102,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
         # Refused before the body is read: a forged flood costs no reading, hashing or parsing.
         return refuse(401, "X-Hub-Signature-256 does not match: it is not sha256=<64 hex digits>", request)
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return refuse(413, f"body is over the {settings.server.max_body_bytes} byte limit", request)
+        body = await read_request_body(request)
+    except BodyRefused as exc:
+        return await refuse_and_close(exc, request)
     try:
         verify_signature(
             body,
@@ -124,9 +147,9 @@ async def receive_sns(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > settings.server.max_body_bytes:
         return refuse(413, f"SNS body of {request.content_length} bytes is over the limit", request)
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return refuse(413, f"SNS body is over the {settings.server.max_body_bytes} byte limit", request)
+        body = await read_request_body(request)
+    except BodyRefused as exc:
+        return await refuse_and_close(exc, request)
     try:
         try:
             document = orjson.loads(body)
@@ -193,9 +216,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text; with ``[server] metrics_token`` only for ``Authorization: Bearer <token>``.
+
+    Counts of deliveries, refusals and handler outcomes tell an attacker what works, so they need not be shown to
+    whoever can reach the port GitHub posts to.
+    """
+    token = request.app[RUNTIME].settings.server.metrics_token
+    if token and not bearer_matches(request.headers.get("Authorization"), token):
+        return json_answer(
+            {"error": "metrics need Authorization: Bearer <[server] metrics_token>"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="hookbot metrics"'},
+        )
     # Read here, at scrape time, rather than updated by the inbox on every delivery.
     INBOX_PENDING.set(request.app[INBOX].pending)
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    scheme, _, value = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
 def make_processor(runtime: Runtime) -> Processor:
@@ -213,7 +253,7 @@ def make_processor(runtime: Runtime) -> Processor:
 
 def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     settings = runtime.settings
-    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=[track_busy_connections])
     app[RUNTIME] = runtime
     app[INBOX] = inbox or JournalInbox(
         journal_path(settings.state_dir),
@@ -225,10 +265,12 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     )
     app[STARTED] = time.monotonic()
     app[REFUSALS] = RefusalLog(log)
+    app[BODY_BUDGET] = BodyBudget(settings.server.max_buffered_bytes, retry_after=RETRY_AFTER_SECONDS)
     app.router.add_post("/webhook", receive_webhook)
     app.router.add_post("/sns", receive_sns)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    if settings.server.metrics_port is None:
+        app.router.add_get("/metrics", metrics)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[INBOX].start()
@@ -259,3 +301,12 @@ def background_tasks(runtime: Runtime) -> list[Coroutine[object, object, None]]:
     from bot.redeliver import redeliver_periodically
 
     return [redeliver_periodically(runtime, every)]
+
+
+def create_metrics_app(app: web.Application) -> web.Application:
+    """``GET /metrics`` alone, for ``[server] metrics_port``: scraped on a port GitHub's side never reaches."""
+    metrics_app = web.Application()
+    metrics_app[RUNTIME] = app[RUNTIME]
+    metrics_app[INBOX] = app[INBOX]
+    metrics_app.router.add_get("/metrics", metrics)
+    return metrics_app
