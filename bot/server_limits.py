@@ -26,6 +26,8 @@ from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
+from bot.delivery import Refusal
+
 log = logging.getLogger("hookbot.server")
 
 STALL_SECONDS = 1.0  # a body with no new bytes for this long is "stalled" and gives way when the budget is full
@@ -40,30 +42,20 @@ LISTEN_BACKLOG = 128  # aiohttp's default
 FD_RESERVE = 64 + 4 * LISTEN_BACKLOG
 
 
-class BodyRefused(Exception):
-    """A request body the server would not (or could no longer) read; the connection is closed after the answer."""
-
-    def __init__(self, status: int, reason: str, retry_after: str | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 class BodyReservation:
     """One body being read: the bytes it holds of the shared budget and when its last bytes arrived."""
 
     __slots__ = ("budget", "evict", "held", "last_progress", "refusal")
 
-    def __init__(self, budget: BodyBudget, evict: Callable[[BodyRefused], None], now: float) -> None:
+    def __init__(self, budget: BodyBudget, evict: Callable[[Refusal], None], now: float) -> None:
         self.budget = budget
         self.evict = evict
         self.held = 0
         self.last_progress = now
-        self.refusal: BodyRefused | None = None
+        self.refusal: Refusal | None = None
 
     def take(self, size: int) -> None:
-        """Count ``size`` more bytes as held, or raise BodyRefused (503) when the budget cannot make room."""
+        """Count ``size`` more bytes as held, or raise Refusal (503) when the budget cannot make room."""
         if self.refusal is not None:
             raise self.refusal
         self.budget.take(self, size)
@@ -85,7 +77,7 @@ class BodyBudget:
         self,
         limit: int,
         *,
-        retry_after: str,
+        retry_after: int,
         stall_seconds: float = STALL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -96,7 +88,7 @@ class BodyBudget:
         self.clock = clock
         self.readers: set[BodyReservation] = set()
 
-    def reserve(self, evict: Callable[[BodyRefused], None]) -> BodyReservation:
+    def reserve(self, evict: Callable[[Refusal], None]) -> BodyReservation:
         """Start counting one body; ``evict`` is called with the refusal if the budget later takes its bytes back."""
         reservation = BodyReservation(self, evict, self.clock())
         self.readers.add(reservation)
@@ -107,8 +99,10 @@ class BodyBudget:
         if self.used + size > self.limit:
             self.make_room(reader, size, now)
         if self.used + size > self.limit:
-            raise BodyRefused(
-                503, f"over {self.limit} bytes of request bodies are being received; retry later", self.retry_after
+            raise Refusal(
+                503,
+                f"over {self.limit} bytes of request bodies are being received; retry later",
+                retry_after=self.retry_after,
             )
         reader.held += size
         self.used += size
@@ -122,10 +116,10 @@ class BodyBudget:
         for victim in stalled:
             if self.used + size <= self.limit:
                 return
-            refusal = BodyRefused(
+            refusal = Refusal(
                 503,
                 f"body stalled for {now - victim.last_progress:.0f}s while the {self.limit} byte budget was full",
-                self.retry_after,
+                retry_after=self.retry_after,
             )
             self.release(victim)
             victim.refusal = refusal
@@ -141,15 +135,15 @@ class BodyBudget:
 async def read_body(request: web.BaseRequest, budget: BodyBudget, *, max_bytes: int, deadline: float) -> bytes:
     """The request body as sent (never inflated), read within ``deadline`` seconds and counted against ``budget``.
 
-    Raises BodyRefused: 413 past ``max_bytes`` (also when no Content-Length was sent), 408 when the body has not
+    Raises Refusal: 413 past ``max_bytes`` (also when no Content-Length was sent), 408 when the body has not
     arrived in time, 503 when the shared budget is full. After any of these the rest of the body is not read, so
     the answer must close the connection (`answer_and_close`).
     """
     if request.content_length is not None and request.content_length > max_bytes:
-        raise BodyRefused(413, f"body of {request.content_length} bytes is over the {max_bytes} byte limit")
+        raise Refusal(413, f"body of {request.content_length} bytes is over the {max_bytes} byte limit")
     content = request.content
 
-    def evict(refusal: BodyRefused) -> None:
+    def evict(refusal: Refusal) -> None:
         content.set_exception(refusal)  # wakes the read below if it is waiting for bytes
 
     reservation = budget.reserve(evict)
@@ -160,12 +154,12 @@ async def read_body(request: web.BaseRequest, budget: BodyBudget, *, max_bytes: 
             while chunk := await content.readany():
                 received += len(chunk)
                 if received > max_bytes:
-                    raise BodyRefused(413, f"body is over the {max_bytes} byte limit")
+                    raise Refusal(413, f"body is over the {max_bytes} byte limit")
                 reservation.take(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
         chunks.clear()
-        raise BodyRefused(408, f"body did not arrive within {deadline:g}s ({received} bytes came)") from None
+        raise Refusal(408, f"body did not arrive within {deadline:g}s ({received} bytes came)") from None
     except BaseException:
         # The budget takes these bytes back at once; the traceback would keep them alive while the refusal is
         # written, so they are let go here.
@@ -376,8 +370,8 @@ async def serve_app(
 ) -> None:
     """Serve ``app`` (and ``metrics_app`` on ``metrics_port``) until SIGTERM/SIGINT, then shut down gracefully.
 
-    aiohttp's run_app, with the listener behind a ConnectionGuard and request bodies left compressed: no door
-    inflates a body before it is authenticated (the handlers refuse any Content-Encoding).
+    aiohttp's run_app, with the listener behind a ConnectionGuard. (The app itself turns aiohttp's automatic
+    decompression off, so that no door inflates a body before it is authenticated.)
     """
     guard = ConnectionGuard(max_connections)
     app[CONNECTIONS] = guard
@@ -387,16 +381,13 @@ async def serve_app(
         access_log=None,
         handler_cancellation=True,
         keepalive_timeout=idle_timeout,
-        auto_decompress=False,
     )
     runners = [runner]
     await runner.setup()
     try:
         await GuardedSite(runner, host, port, guard).start()
         if metrics_app is not None and metrics_port is not None:
-            metrics_runner = web.AppRunner(
-                metrics_app, access_log=None, keepalive_timeout=idle_timeout, auto_decompress=False
-            )
+            metrics_runner = web.AppRunner(metrics_app, access_log=None, keepalive_timeout=idle_timeout)
             runners.append(metrics_runner)
             await metrics_runner.setup()
             await web.TCPSite(metrics_runner, host, metrics_port).start()

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bot.delivery import Refusal
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import BODY_BUDGET, create_app
-from bot.server_limits import AcceptErrorLog, BodyBudget, BodyRefused, ConnectionGuard, connection_cap
+from bot.server_limits import AcceptErrorLog, BodyBudget, ConnectionGuard, connection_cap
 from tests.fake_github import FakeGitHub
 from tests.helpers import fixture_bytes, github_headers, make_settings
 
@@ -31,13 +32,13 @@ class Clock:
 
 
 def test_budget_refuses_past_the_cap_and_counts_released_bytes_again() -> None:
-    budget = BodyBudget(100, retry_after="5", clock=Clock())
+    budget = BodyBudget(100, retry_after=5, clock=Clock())
     first = budget.reserve(lambda refusal: None)
     first.take(60)
     second = budget.reserve(lambda refusal: None)
-    with pytest.raises(BodyRefused) as refused:
+    with pytest.raises(Refusal) as refused:
         second.take(50)  # the first is still arriving (not stalled): the newcomer is the one refused
-    assert (refused.value.status, refused.value.retry_after) == (503, "5")
+    assert (refused.value.status, refused.value.retry_after) == (503, 5)
     first.release()
     second.take(50)
     assert budget.used == 50
@@ -45,7 +46,7 @@ def test_budget_refuses_past_the_cap_and_counts_released_bytes_again() -> None:
 
 def test_budget_makes_stalled_bodies_give_way_least_recently_progressing_first() -> None:
     clock = Clock()
-    budget = BodyBudget(100, retry_after="5", stall_seconds=1.0, clock=clock)
+    budget = BodyBudget(100, retry_after=5, stall_seconds=1.0, clock=clock)
     evicted: list[str] = []
     older = budget.reserve(lambda refusal: evicted.append("older"))
     older.take(40)
@@ -56,7 +57,7 @@ def test_budget_makes_stalled_bodies_give_way_least_recently_progressing_first()
     genuine = budget.reserve(lambda refusal: evicted.append("genuine"))
     genuine.take(30)
     assert evicted == ["older"] and budget.used == 70
-    with pytest.raises(BodyRefused) as refused:
+    with pytest.raises(Refusal) as refused:
         older.take(1)  # an evicted body cannot take bytes again
     assert refused.value.status == 503
 
@@ -119,7 +120,7 @@ async def small_client(
     )
     app = create_app(Runtime.build(config, secrets_=webhook_secrets(config)))
     # any body not progressing gives way at once: the test need not wait for a stall to be noticed
-    app[BODY_BUDGET] = BodyBudget(150_000, retry_after="5", stall_seconds=0.0)
+    app[BODY_BUDGET] = BodyBudget(150_000, retry_after=5, stall_seconds=0.0)
     test_client: TestClient = await aiohttp_client(app)
     return test_client
 
