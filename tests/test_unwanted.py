@@ -89,7 +89,9 @@ def test_a_push_that_changes_the_repository_config_is_wanted(tmp_path: Path) -> 
     assert runtime.dispatcher.wants(Delivery("push", "d-2", payload, PUSH, "github-http"))
 
 
-async def test_lambda_skips_dedupe_for_an_unwanted_delivery(tmp_path: Path, fake_github: tuple[FakeGitHub, str]) -> None:
+async def test_lambda_skips_dedupe_for_an_unwanted_delivery(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str]
+) -> None:
     fake, url = fake_github
     entry = LambdaEntry(Runtime.build(make_settings(tmp_path, GITHUB_TOKEN="ghp_test", GITHUB_API_URL=url)))
     for _ in range(2):
