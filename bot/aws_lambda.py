@@ -43,6 +43,10 @@ Event = Mapping[str, Any]
 Response = dict[str, Any]
 
 
+# The scheduled recovery event (deploy/template.yaml's RecoverySchedule): {"hookbot": "redeliver", "every": "10m"}.
+RECOVERY_EVENT = "redeliver"
+DEFAULT_RECOVERY_PERIOD_SECONDS = 600.0
+
 # A claim lapses this long after the invocation's own deadline: Lambda has killed the function by then, so a
 # retry (SNS/Lambda's, or a redelivery) may take the work over instead of waiting out [dedupe] claim_timeout_seconds.
 CLAIM_MARGIN_SECONDS = 5.0
@@ -153,6 +157,8 @@ class LambdaEntry:
             raise RecordsFailed(self.refusal)
         try:
             if isinstance(event, Mapping):
+                if event.get("hookbot") == RECOVERY_EVENT:
+                    return await self.handle_recovery(event)
                 if is_http_event(event):
                     return await self.handle_http(event)
                 sns_records = _records(event, "EventSource", "aws:sns")
@@ -169,6 +175,42 @@ class LambdaEntry:
         finally:
             self.ingress.refusals.flush_if_due()
             await self.runtime.close()
+
+    async def handle_recovery(self, event: Mapping[str, Any]) -> Response:
+        """The scheduled sweep: the same as `hookbot redeliver`, looking back two periods.
+
+        The period is the event's ``every`` (the schedule's own rate), else ``[github] redeliver_every``, else
+        10 minutes. A sweep that cannot run (no hooks configured, a bad period) logs why and fails nothing: a
+        failed scheduled invocation would only be retried into the failed-deliveries queue, and the next
+        schedule tries again anyway.
+        """
+        from bot.config import ConfigError, parse_duration
+        from bot.redeliver import redeliver
+
+        runtime = self.runtime
+        try:
+            every_text = event.get("every")
+            every = (
+                parse_duration(str(every_text), "the recovery event's every")
+                if every_text
+                else runtime.settings.github.redeliver_every or DEFAULT_RECOVERY_PERIOD_SECONDS
+            )
+            report = await redeliver(runtime, 2 * every, dry_run=runtime.dispatcher.dry_run)
+        except ConfigError as exc:
+            log.warning("recovery sweep skipped: %s", exc)
+            return {"recovery": "skipped", "reason": str(exc)}
+        log.info(
+            "recovery sweep: %d asked again, %d errors",
+            len(report.redelivered),
+            len(report.errors),
+            extra={"fields": {"checked": report.checked, "look_back_seconds": 2 * every}},
+        )
+        return {
+            "recovery": "done",
+            "checked": report.checked,
+            "redelivered": report.redelivered,
+            "errors": report.errors,
+        }
 
     async def handle_sns(self, records: list[Mapping[str, Any]]) -> Response:
         """Check every record before acting on any: a forged record fails the invocation with nothing done."""

@@ -83,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     redeliver.add_argument("--dry-run", action="store_true", help="only print what would be redelivered")
     redeliver.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
 
+    dlq = commands.add_parser("dlq", help="the AWS stack's failed-deliveries queue (see deploy/README.md)")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_replay_parser = dlq_commands.add_parser(
+        "replay", help="run the deliveries parked in the queue again; delete each message only after it succeeded"
+    )
+    dlq_replay_parser.add_argument("queue_url", metavar="QUEUE_URL", help="the FailedDeliveriesQueueUrl output")
+    dlq_replay_parser.add_argument("--dry-run", action="store_true", help="run handlers in dry-run, delete nothing")
+    dlq_replay_parser.add_argument("--max", type=int, dest="max_messages", metavar="N", help="at most N messages")
+    dlq_replay_parser.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+
     audit = commands.add_parser("audit", help="read the audit log the audit plugin keeps")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     show = audit_commands.add_parser("show", help="print the recorded delivery with this id")
@@ -181,6 +191,34 @@ async def redeliver(settings: Settings, since: str, dry_run: bool) -> int:
         print(f"error: {error}", file=sys.stderr)
     print(f"{report.checked} attempts checked, {len(report.redelivered)} {verb}")
     return 1 if report.errors else 0
+
+
+def dlq_replay(settings: Settings, queue_url: str, max_messages: int | None, dry_run: bool) -> int:
+    """`hookbot dlq replay`: the worker's own entry over each parked message (see bot/dlq.py); 1 when any is kept."""
+    from bot.aws_lambda import LambdaEntry
+    from bot.dlq import replay
+
+    if max_messages is not None and max_messages < 1:
+        raise ConfigError("--max must be 1 or more")
+    runtime = Runtime.build(settings, dry_run=True if dry_run else None)
+    runtime.check_dedupe_table()
+    entry = LambdaEntry(runtime)
+
+    async def run() -> int:
+        report = await replay(
+            entry,
+            runtime.dispatcher.aws,
+            queue_url,
+            max_messages=max_messages,
+            keep_all=dry_run,
+            say=lambda line: print(line, flush=True),
+        )
+        deleted = 0 if dry_run else report.succeeded
+        left = report.succeeded + report.failed - deleted
+        print(f"{report.succeeded} succeeded, {report.failed} failed; {deleted} deleted, {left} left in the queue")
+        return 1 if report.failed else 0
+
+    return asyncio.run(run())
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -353,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return deliveries(settings, args)
         if args.command == "redeliver":
             return asyncio.run(redeliver(settings, args.since, args.dry_run))
+        if args.command == "dlq":
+            return dlq_replay(settings, args.queue_url, args.max_messages, args.dry_run)
         if args.command == "audit":
             return audit_show(settings, args.delivery_id)
     except (ConfigError, Refusal) as exc:

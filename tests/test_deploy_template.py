@@ -101,8 +101,11 @@ def test_deploy_rights_are_limited_to_the_configured_functions(template: dict[st
         action.startswith(("lambda:Create", "iam:")) and action != "lambda:CreateAlias" for action in granted
     )
     assert not any(action.startswith("s3:") and not action.startswith(("s3:Get", "s3:List")) for action in granted)
-    (bucket_objects,) = granted["s3:GetObject"]
-    assert bucket_objects == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/*"}
+    # The artifacts it deploys, and the large deliveries the ingress offloaded (tests/test_aws_recovery.py).
+    assert granted["s3:GetObject"] == [
+        {"Fn::Sub": "${PayloadBucket.Arn}/*"},
+        {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/*"},
+    ]
     prefix = template["Parameters"]["DeployFunctionPrefix"]
     assert "*" not in prefix["AllowedPattern"].strip("^$").replace("]*", "]")  # no wildcard can be passed in
 
@@ -112,8 +115,15 @@ def test_the_ingress_may_only_publish_to_the_topic(template: dict[str, Any]) -> 
     for statement in statements(template["Resources"]["IngressRole"]):
         for action in as_list(statement["Action"]):
             actions[action] = as_list(statement["Resource"])
-    assert set(actions) == {"logs:CreateLogStream", "logs:PutLogEvents", "ssm:GetParameters", "sns:Publish"}
+    assert set(actions) == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "ssm:GetParameters",
+        "sns:Publish",
+        "s3:PutObject",
+    }
     assert actions["sns:Publish"] == [{"Ref": "DeliveryTopic"}]
+    assert actions["s3:PutObject"] == [{"Fn::Sub": "${PayloadBucket.Arn}/*"}]  # large deliveries only
     assert actions["ssm:GetParameters"][0]["Fn::Sub"].endswith("parameter${SecretsPath}/webhook-secret")
 
 
@@ -217,6 +227,7 @@ async def test_the_stacks_environment_relays_a_delivery_into_a_comment(
         "GitHubApiUrl": github_url,
         "DeliveryTopic": chain.topic_arn,
         "DedupeTable": "hookbot-dedupe",
+        "PayloadBucket": "hookbot-payloads",
         "AWS::NoValue": None,
     }
 

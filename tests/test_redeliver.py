@@ -52,6 +52,18 @@ LOG = [
 ]
 
 
+
+def log_as_of_now() -> list[dict[str, Any]]:
+    """LOG with its times moved up to now: the commands compare them with the clock when they run, which in a long
+    suite can be minutes after this module was imported (then "10 minutes ago" has left a 15-minute window)."""
+    shift = time.time() - NOW
+    return [
+        dict(item, delivered_at=datetime.fromtimestamp(
+            datetime.fromisoformat(item["delivered_at"]).timestamp() + shift, UTC
+        ).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        for item in LOG
+    ]  # fmt: skip
+
 def test_to_redeliver_picks_the_latest_failed_attempt_of_each_unrecovered_guid() -> None:
     chosen = to_redeliver(LOG, since=NOW - 3600)
     assert [(a["guid"], a["id"]) for a in chosen] == [("g-busy", 7), ("g-down", 8)]
@@ -68,7 +80,7 @@ async def test_redeliver_command_with_a_token_pages_through_the_log(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake, url = fake_github
-    fake.hook_deliveries[HOOK] = LOG
+    fake.hook_deliveries[HOOK] = log_as_of_now()
     settings = make_settings(
         tmp_path, '[github]\nhooks = ["Codertocat/Hello-World:1"]\n', GITHUB_TOKEN="ghp_test", GITHUB_API_URL=url
     )
@@ -90,7 +102,7 @@ async def test_redeliver_for_the_app_webhook_uses_the_app_jwt(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str]
 ) -> None:
     fake, url = fake_github
-    fake.hook_deliveries["/app/hook"] = LOG
+    fake.hook_deliveries["/app/hook"] = log_as_of_now()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -105,7 +117,7 @@ async def test_serve_sweeps_periodically(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
 ) -> None:
     fake, url = fake_github
-    fake.hook_deliveries[HOOK] = LOG
+    fake.hook_deliveries[HOOK] = log_as_of_now()
     settings = make_settings(
         tmp_path,
         '[github]\nhooks = ["Codertocat/Hello-World:1"]\nredeliver_every = "1h"\n',
