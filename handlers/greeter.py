@@ -14,6 +14,7 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
+from bot.config import Section, Setting, check_placeholders
 from bot.context import HandlerContext
 
 router = Router()
@@ -21,17 +22,37 @@ router = Router()
 MARKER = "<!-- hookbot:greeter -->"
 
 
+PLACEHOLDERS = frozenset({"author", "repository", "number", "title"})
+SETTINGS = Section(
+    "greeter",
+    (
+        Setting(
+            "issue_comment",
+            "text",
+            "Thanks for opening this issue, @{author}! A maintainer will take a look soon.",
+            "the comment on a new issue; placeholders {author}, {repository}, {number}, {title}",
+        ),
+        Setting(
+            "pull_request_comment",
+            "text",
+            "Thanks for the pull request, @{author}! A maintainer will review it soon.",
+            "the comment on a new pull request; the same placeholders",
+        ),
+    ),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class GreeterConfig:
-    issue_comment: str = "Thanks for opening this issue, @{author}! A maintainer will take a look soon."
-    pull_request_comment: str = "Thanks for the pull request, @{author}! A maintainer will review it soon."
+    issue_comment: str = SETTINGS.setting("issue_comment").default
+    pull_request_comment: str = SETTINGS.setting("pull_request_comment").default
 
 
 def configure(section: Mapping[str, Any]) -> GreeterConfig:
-    """Check the templates at start: a typo such as ``{autor}`` fails here, not on the first issue."""
-    config = GreeterConfig(**{k: str(v) for k, v in section.items()})
-    for template in (config.issue_comment, config.pull_request_comment):
-        template.format(author="someone", repository="owner/repo", number=1, title="t")
+    """Check the templates at start: a typo such as ``{autor}`` fails here, naming the placeholders allowed."""
+    config = GreeterConfig(**SETTINGS.parse(section, "[greeter]"))
+    check_placeholders(config.issue_comment, PLACEHOLDERS, "issue_comment")
+    check_placeholders(config.pull_request_comment, PLACEHOLDERS, "pull_request_comment")
     return config
 
 

@@ -82,7 +82,10 @@ def test_bad_config_is_one_clear_line(clean_env: dict[str, str], tmp_path: Path)
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("hookbot: [greeter] config is not valid")
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"hookbot: {config}: [greeter] issue_comment uses unknown placeholder {{autor}} (did you mean {{author}}?); "
+        "allowed: {author}, {number}, {repository}, {title}"
+    )
 
 
 def wait_healthy(url: str, process: subprocess.Popen[str]) -> None:

@@ -16,6 +16,7 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
+from bot.config import Section, Setting
 from bot.context import HandlerContext
 from bot.delivery import WILDCARD
 from bot.plugins import NOT_SET_UP, NotSetUp
@@ -24,6 +25,17 @@ if TYPE_CHECKING:
     from handlers.audit.records import AuditConfig
 
 router = Router()
+needs_github = False  # it records deliveries; it never calls GitHub
+
+SETTINGS = Section(
+    "audit",
+    (
+        Setting("destination", "text", None, "`dynamodb://TABLE`, `s3://BUCKET/PREFIX/` or `file:///DIR/`"),
+        Setting("redact", "list", (), "key paths replaced by `[redacted]` (`**.email`, `sender.*_url`)"),
+        Setting("events", "list", ("*",), "which deliveries to record (event or event.action)"),
+        Setting("ttl_days", "int", 90, "DynamoDB: how long a record is kept (the expires_at attribute)"),
+    ),
+)
 
 
 def configure(section: Mapping[str, Any]) -> AuditConfig | NotSetUp:

@@ -21,6 +21,7 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 
 from bot.aws import AwsClients
+from bot.config import check_event_names
 from bot.context import HandlerContext
 from bot.delivery import WILDCARD, Delivery
 from bot.plugins import NOT_SET_UP, NotSetUp
@@ -81,13 +82,15 @@ def configure(section: Mapping[str, Any]) -> AuditConfig | NotSetUp:
     destination = section.get("destination")
     if destination is not None and not isinstance(destination, str):
         raise ValueError(f"destination must be a string such as dynamodb://hookbot-audit, not {destination!r}")
+    events = _strings(section.get("events", [WILDCARD]), "events")
+    check_event_names(events, "events")
     ttl_days = section.get("ttl_days", DEFAULT_TTL_DAYS)
     if isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days <= 0:
         raise ValueError(f"ttl_days must be a positive whole number, not {ttl_days!r}")
     config = AuditConfig(
         destination=parse_destination(destination) if destination else None,
         redact=tuple(parse_pattern(text) for text in _strings(section.get("redact", []), "redact")),
-        events=_strings(section.get("events", [WILDCARD]), "events"),
+        events=events,
         ttl_days=ttl_days,
     )
     # Checked in full first, so a typo is reported even before a destination is set.

@@ -17,6 +17,7 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
+from bot.config import Section, Setting
 from bot.context import HandlerContext
 from bot.delivery import WILDCARD
 from bot.plugins import NOT_SET_UP, NotSetUp
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
     from handlers.exec.hooks import ExecConfig
 
 router = Router()
+
+SETTINGS = Section(
+    "exec",
+    (
+        Setting("hooks", "tables", (), "the commands to run, each an [[exec.hooks]] table"),
+        Setting("max_concurrent", "int", 4, "commands running at once, across all deliveries"),
+        Setting("output_limit", "int", 65536, "bytes of stdout and of stderr kept for the log"),
+    ),
+)
 
 
 def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConfig | NotSetUp:
@@ -35,6 +45,11 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConf
     from handlers.exec import hooks
 
     return hooks.configure(section, env=env)
+
+
+def needs_github(config: ExecConfig) -> bool:
+    """Only a hook that posts its output as a comment calls GitHub."""
+    return any(hook.comment_output for hook in config.hooks)
 
 
 @router.register(WILDCARD)

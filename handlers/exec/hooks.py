@@ -23,9 +23,10 @@ import orjson
 from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 
+from bot.config import check_event_names, did_you_mean
 from bot.context import HandlerContext
 from bot.delivery import Delivery
-from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.plugins import NOT_SET_UP, HandlerError, NotSetUp
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_CONCURRENT = 4
@@ -78,7 +79,7 @@ TOP_LEVEL_KEYS: Mapping[str, frozenset[str]] = {
 }
 
 
-class HookError(Exception):
+class HookError(HandlerError):
     """A hook could not run or did not succeed for one delivery; the message says which hook and why."""
 
 
@@ -158,11 +159,13 @@ def _hook(index: int, data: Mapping[str, Any], env: Mapping[str, str]) -> Hook:
     where = f"hook {name!r}"
     if not isinstance(name, str) or not HOOK_NAME.fullmatch(name):
         raise ValueError(f"hook {index}: name must be letters, digits, '_', '.' or '-', not {name!r}")
-    if unknown := sorted(set(data) - known):
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; a hook takes {', '.join(sorted(known))}")
+    for key in data:
+        if key not in known:
+            raise ValueError(f"{where}: unknown key `{key}`{did_you_mean(key, known)}")
     events = _string_list(data.get("events"), f"{where}: events")
     if not events:
         raise ValueError(f'{where}: events must name at least one event, e.g. ["push", "issues.opened"]')
+    check_event_names(events, f"{where}: events")
     command = _string_list(data.get("command"), f"{where}: command")
     if not command or not command[0]:
         raise ValueError(f'{where}: command must be a non-empty argv list, e.g. ["./scripts/on-push.sh", "{{after}}"]')

@@ -30,6 +30,7 @@ from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
+from bot.config import Section, Setting
 from bot.context import HandlerContext
 from bot.plugins import NOT_SET_UP, NotSetUp
 
@@ -37,6 +38,14 @@ if TYPE_CHECKING:
     from handlers.lambda_deploy.config import LambdaDeployConfig
 
 router = Router()
+
+SETTINGS = Section(
+    "lambda_deploy",
+    (
+        Setting("push", "tables", (), "deploy on a push: [[lambda_deploy.push]] rules"),
+        Setting("s3", "tables", (), "deploy on an S3 upload: [[lambda_deploy.s3]] rules"),
+    ),
+)
 
 
 def configure(section: Mapping[str, Any]) -> LambdaDeployConfig | NotSetUp:
@@ -47,6 +56,11 @@ def configure(section: Mapping[str, Any]) -> LambdaDeployConfig | NotSetUp:
     from handlers.lambda_deploy import config
 
     return config.configure(section)
+
+
+def needs_github(config: LambdaDeployConfig) -> bool:
+    """Push rules report through GitHub Deployments (and answer /deploy comments); S3 rules need only AWS."""
+    return bool(config.push)
 
 
 @router.register("push")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
+from bot.config import did_you_mean
 from bot.plugins import NOT_SET_UP, NotSetUp
 from handlers.lambda_deploy.ordering import DeployQueue
 
@@ -161,6 +162,10 @@ RuleT = TypeVar("RuleT", "PushRule", "S3Rule")
 
 def _finish_rule(rule_type: type[RuleT], data: dict[str, Any], where: str) -> RuleT:
     """The settings both kinds of rule share (alias, create), then the rule itself; an unknown key says where."""
+    known = {item.name for item in fields(rule_type)}
+    for key in data:
+        if key not in known:
+            raise ValueError(f"{where}: unknown key `{key}`{did_you_mean(key, known)}")
     data["alias"] = _check_alias(data.get("alias"), where)
     data["create"] = _create_spec(data.get("create"), where)
     try:

@@ -8,10 +8,12 @@ their own module so that every step (ordering, AWS, GitHub) can raise them witho
 
 from __future__ import annotations
 
+from bot.plugins import HandlerError
+
 
 class Superseded(Exception):
     """A newer deployment to the same function is waiting or already done; this one must not run."""
 
 
-class DeployError(Exception):
+class DeployError(HandlerError):
     """A deployment failed for one reason a person can act on (the message is that reason)."""
