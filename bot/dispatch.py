@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gidgethub import sansio
+from aiohttp import ClientError
+from gidgethub import GitHubException, sansio
 from gidgethub.routing import Router
 
 from bot.aws import AwsClients
@@ -23,9 +24,13 @@ from bot.dedupe import DedupeStore
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
-from bot.plugins import Plugin
+from bot.plugins import HandlerError, Plugin
 
 log = logging.getLogger("hookbot.dispatch")
+
+# Failures whose message says all there is to say (GitHub's answer, a dropped connection, a handler's own
+# explanation): one line. Anything else is a bug and its line carries the traceback.
+EXPLAINED_ERRORS = (HandlerError, GitHubException, ClientError, TimeoutError)
 
 
 Status = Literal["ok", "failed", "skipped"]
@@ -51,6 +56,15 @@ class DispatchResult:
     def ok(self) -> bool:
         return all(outcome.status != "failed" for outcome in self.outcomes)
 
+    @property
+    def summary(self) -> str:
+        """The delivery's outcome in one word: duplicate, failed, done, or unhandled (no plugin had work)."""
+        if self.duplicate:
+            return "duplicate"
+        if not self.ok:
+            return "failed"
+        return "done" if any(outcome.status == "ok" for outcome in self.outcomes) else "unhandled"
+
 
 class Dispatcher:
     def __init__(
@@ -71,11 +85,11 @@ class Dispatcher:
     async def dispatch(self, delivery: Delivery) -> DispatchResult:
         """Run every enabled plugin on ``delivery`` once; never raises for a handler's failure."""
         token = current_delivery.set(delivery.delivery_id)
+        started = time.perf_counter()
+        result = DispatchResult(delivery.delivery_id)
         try:
-            result = DispatchResult(delivery.delivery_id)
             if not await self.dedupe.claim(delivery.delivery_id):
                 result.duplicate = True
-                log.info("delivery already handled or in progress; skipped", extra={"fields": _fields(delivery)})
                 return result
             actions = ActionLog(dry_run=self.dry_run)
             event = sansio.Event(delivery.payload, event=delivery.event, delivery_id=delivery.delivery_id)
@@ -106,6 +120,13 @@ class Dispatcher:
                 await self.dedupe.release(delivery.delivery_id)
             return result
         finally:
+            # One line per delivery at its end, whatever happened: a first test push never seems to vanish.
+            fields = _fields(delivery)
+            fields.update(outcome=result.summary, ms=_ms(started))
+            if handlers := [o.handler for o in result.outcomes if o.status != "skipped"]:
+                fields["handlers"] = ",".join(handlers)
+            level = logging.WARNING if result.summary == "failed" else logging.INFO
+            log.log(level, "delivery %s", result.summary, extra={"fields": fields})
             current_delivery.reset(token)
 
     async def _run_plugins(
@@ -163,11 +184,12 @@ class Dispatcher:
             outcome = Outcome(
                 plugin.name, "failed", _ms(started), f"{type(exc).__name__}: {exc}", permanent=is_permanent(exc)
             )
-            log.warning("handler failed", exc_info=True, extra={"fields": _fields(delivery, outcome)})
+            explained = isinstance(exc, EXPLAINED_ERRORS)
+            log.warning("handler failed", exc_info=not explained, extra={"fields": _fields(delivery, outcome)})
             return outcome
         outcome = Outcome(plugin.name, "ok", _ms(started))
         await self.dedupe.mark_done(key)
-        log.info("handler finished", extra={"fields": _fields(delivery, outcome)})
+        log.debug("handler finished", extra={"fields": _fields(delivery, outcome)})
         return outcome
 
 

@@ -165,6 +165,14 @@ async def accept(request: web.Request, delivery: Delivery) -> web.Response:
     inbox = request.app[INBOX]
     if delivery.event == "ping":
         DELIVERIES.labels("ping", "pong").inc()
+        fields = {
+            "delivery": delivery.delivery_id,
+            "event": "ping",
+            "repository": delivery.repository,
+            "outcome": "pong",
+            "hook": hook_id(delivery),
+        }
+        log.info("delivery pong", extra={"fields": fields})
         return json_answer({"ok": True, "zen": delivery.payload.get("zen")})
     admission = await inbox.submit(delivery)
     if admission == "busy":
@@ -177,6 +185,11 @@ async def accept(request: web.Request, delivery: Delivery) -> web.Response:
         return json_answer({"delivery": delivery.delivery_id, "status": "already handled"})
     DELIVERIES.labels(delivery.event, "accepted").inc()
     return json_answer({"delivery": delivery.delivery_id, "status": "accepted"}, status=202)
+
+
+def hook_id(delivery: Delivery) -> object:
+    hook = delivery.payload.get("hook")
+    return hook.get("id") if isinstance(hook, dict) else None
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from bot.inbox import (
     DUE,
     KEEP_FINISHED_SECONDS,
     PAGE_SIZE,
+    SCHEMA_VERSION,
     JournalInbox,
     connect,
     journal_path,
@@ -293,7 +294,7 @@ async def test_a_journal_of_the_old_schema_is_migrated_on_open_without_losing_wo
     assert listed[-1].received_at == pytest.approx(now - 4)
     assert bodies_kept(tmp_path) == {"v-queued", "v-running", "v-failed"}
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
