@@ -21,13 +21,14 @@ lint: $(BIN)/.installed
 test: lint
 	$(BIN)/pytest -q
 
-# A benchmark, not a test: CI never runs it. It installs wrk (apt) and the `fast` extra, matplotlib and py-spy
-# into the venv, then measures bare aiohttp and a bedevere-style peer against `hookbot serve` and rewrites
-# BENCHMARKS.md's table.
+# A benchmark, not a test: CI never runs it. It installs wrk (apt), the `fast` extra, matplotlib and py-spy into the
+# venv, and the Node.js peers (Probot, @octokit/webhooks) into bench/node when Node.js is there, then measures
+# them, a bare aiohttp handler and a bedevere-style peer beside `hookbot serve`, and rewrites BENCHMARKS.md's table.
 # BENCH_ARGS passes options through, e.g. BENCH_ARGS="--rounds 1 --duration 5" or "--breakdown".
 bench: $(BIN)/.installed
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m pip install --quiet -e '.[test,fast]' matplotlib py-spy
+	if command -v npm >/dev/null; then npm ci --prefix bench/node --no-audit --no-fund --silent; fi
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:

@@ -13,6 +13,7 @@ from bot.delivery import Delivery
 
 if TYPE_CHECKING:
     from bot.aws import AwsClients
+    from bot.dedupe import DedupeStore
 
 
 @dataclass(slots=True)
@@ -30,6 +31,25 @@ class ActionLog:
         logging.getLogger("hookbot.actions").info(line, extra={"fields": {"dry_run": self.dry_run}})
 
 
+@dataclass(frozen=True, slots=True)
+class StepMarks:
+    """Which named steps of one plugin have already succeeded for one delivery.
+
+    The dispatcher remembers a plugin's success under ``<delivery>/<plugin>``, so a retry runs only the plugins
+    that failed; a plugin that does several independent things (exec runs several hooks) marks each one under
+    ``<delivery>/<plugin>/<step>`` in the same de-dup store, so a retry runs only the steps that failed.
+    """
+
+    store: DedupeStore
+    prefix: str  # "<delivery id>/<plugin>"
+
+    async def done(self, step: str) -> bool:
+        return await self.store.is_done(f"{self.prefix}/{step}")
+
+    async def mark_done(self, step: str) -> None:
+        await self.store.mark_done(f"{self.prefix}/{step}")
+
+
 @dataclass(slots=True)
 class HandlerContext:
     """Per-delivery, per-plugin context passed to every handler after ``(event, gh)``."""
@@ -41,3 +61,4 @@ class HandlerContext:
     aws: AwsClients
     actions: ActionLog
     bot_login: str | None = None
+    steps: StepMarks | None = None  # None: nothing remembers steps (every step runs)

@@ -19,7 +19,7 @@ from gidgethub import GitHubException, sansio
 from gidgethub.routing import Router
 
 from bot.aws import AwsClients
-from bot.context import ActionLog, HandlerContext
+from bot.context import ActionLog, HandlerContext, StepMarks
 from bot.dedupe import DedupeStore
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
@@ -175,6 +175,7 @@ class Dispatcher:
             aws=self.aws,
             actions=actions,
             bot_login=bot_login,
+            steps=StepMarks(self.dedupe, key),
         )
         started = time.perf_counter()
         try:

@@ -55,6 +55,8 @@ class FakeGitHub:
     permissions: dict[str, str] = field(default_factory=dict)
     # Commit contents per "owner/repo@sha": path -> bytes, served by the zipball and commits endpoints.
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    # The commits on each branch, oldest first, per "owner/repo@branch": what the compare API answers from.
+    branches: dict[str, list[str]] = field(default_factory=dict)
     delay: float = 0.0
     faults: list[Fault] = field(default_factory=list)
     # "/repos/o/r/hooks/1" or "/app/hook" -> delivery attempts, newest first (as GitHub lists them)
@@ -164,6 +166,8 @@ class FakeGitHub:
             role = self.permissions.get(parts[1], "read")
             legacy = {"maintain": "write", "triage": "read"}.get(role, role)
             return web.json_response({"permission": legacy, "role_name": role, "user": {"login": parts[1]}})
+        if method == "GET" and len(parts) >= 2 and parts[0] == "compare":
+            return self._compare(repo, "/".join(parts[1:]))
         if method == "GET" and len(parts) == 2 and parts[0] in ("commits", "zipball"):
             sha = self._find_commit(repo, parts[1])
             if sha is None:
@@ -173,6 +177,21 @@ class FakeGitHub:
             # GitHub answers with a redirect to codeload; the client must follow it.
             raise web.HTTPFound(f"/_codeload/{repo}/legacy.zip/{sha}")
         return None
+
+    def _compare(self, repo: str, basehead: str) -> web.StreamResponse:
+        """``compare/{base}...{head}`` as GitHub answers it for a branch and a commit: ``identical`` when the
+        commit is the branch's tip, ``behind`` when it is an older commit of the branch, ``diverged`` when the
+        branch never had it; 404 for an unknown branch or commit (GitHub's answer for a fork's commit too)."""
+        base, _, head = basehead.partition("...")
+        history = self.branches.get(f"{repo}@{base}")
+        if history is None or self._find_commit(repo, head) is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        if history and history[-1] == head:
+            return web.json_response({"status": "identical", "ahead_by": 0, "behind_by": 0, "commits": []})
+        if head in history:
+            behind = len(history) - 1 - history.index(head)
+            return web.json_response({"status": "behind", "ahead_by": 0, "behind_by": behind, "commits": []})
+        return web.json_response({"status": "diverged", "ahead_by": 1, "behind_by": len(history), "commits": [head]})
 
     def _find_commit(self, repo: str, ref: str) -> str | None:
         for name in self.commits:

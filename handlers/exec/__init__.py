@@ -3,9 +3,13 @@
 Nothing from a payload ever reaches a shell: the command is an argv list, and each ``{dotted.path}`` placeholder
 is replaced inside its own argv item, so a title such as ``$(rm -rf ~)`` arrives as that text. The payload goes on
 stdin as JSON, and the child gets a new, small environment (``HOOKBOT_*``, ``PATH`` and the names the config
-allows), never hookbot's own, which holds the webhook secret and the GitHub token. Each command runs in its own
-process group, so a timeout kills whatever it started too. Exit 0 is success; anything else raises, which the
-dispatcher records as this plugin's failure so that a retry of the delivery runs the hook again.
+allows), never hookbot's own, which holds the webhook secret and the GitHub token; the values it does pass are
+secrets, scrubbed from the output hookbot logs, stores and comments. A placeholder value that would begin an
+argument with ``-`` is refused unless the hook allows it, so payload text never becomes an option. Each command
+runs in its own process group, killed whole when the command is done or times out, so nothing it started
+outlives it. Exit 0 is success and is remembered per hook, so a retry of the delivery runs only the hooks that
+failed; a non-zero exit or a timeout is retried, a hook that can never run for this delivery (a missing
+placeholder, a NUL byte, a missing command) is not.
 """
 
 from __future__ import annotations

@@ -48,14 +48,18 @@ SETTINGS = Section(
 )
 
 
-def configure(section: Mapping[str, Any]) -> LambdaDeployConfig | NotSetUp:
+def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> LambdaDeployConfig | NotSetUp:
     """No ``[lambda_deploy]`` section: nothing to deploy, said without importing the rest of the plugin; any
-    section is checked in full (config.configure)."""
+    section is checked in full (config.configure).
+
+    ``env`` is hookbot's environment snapshot, read only for ``AWS_LAMBDA_FUNCTION_NAME`` (which Lambda sets to
+    the function running the code), so that hookbot never deploys over itself.
+    """
     if not section:
         return NOT_SET_UP
     from handlers.lambda_deploy import config
 
-    return config.configure(section)
+    return config.configure(section, own_function=env.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
 def needs_github(config: LambdaDeployConfig) -> bool:

@@ -7,6 +7,7 @@ so the handlers never format strings themselves.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import string
 from collections.abc import Mapping
@@ -15,11 +16,45 @@ from typing import Any, Literal, TypeVar
 
 from bot.config import did_you_mean
 from bot.plugins import NOT_SET_UP, NotSetUp
+from handlers.lambda_deploy.errors import Refused
 from handlers.lambda_deploy.ordering import DeployQueue
 
 PUSH_PLACEHOLDERS = frozenset({"repository", "repository_name", "owner", "sha", "short_sha", "branch"})
 S3_PLACEHOLDERS = frozenset({"stem"})
 ALIAS_NAME = re.compile(r"(?!^[0-9]+$)^[A-Za-z0-9_-]{1,128}$")
+# A bare Lambda function name (AWS Lambda API reference, CreateFunction: FunctionName). Anything else (an ARN, a
+# qualifier, a path) would let whoever controls a placeholder's value aim the deployment at another function.
+FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def render_function_name(template: str, values: Mapping[str, str]) -> str:
+    """The function a rule names for these values; Refused when a placeholder makes anything but a bare name.
+
+    A template without placeholders is the operator's own text and is taken as written (it may be an ARN); a
+    value that comes from outside (an uploaded key, a repository's name) must be a plain name, and so must the
+    result, so no value can smuggle in an ARN, a qualifier or another account's function.
+    """
+    used = _placeholders(template)
+    if not used:
+        return template
+    for name in sorted(used):
+        if not FUNCTION_NAME.fullmatch(values[name]):
+            raise Refused(
+                f"{{{name}}} is {values[name]!r}, which is not a Lambda function name "
+                "(1 to 64 letters, digits, '-' or '_')"
+            )
+    rendered = template.format(**values)
+    if not FUNCTION_NAME.fullmatch(rendered):
+        raise Refused(f"{rendered!r} is not a Lambda function name (1 to 64 letters, digits, '-' or '_')")
+    return rendered
+
+
+def bare_function_name(name: str) -> str:
+    """``my-fn`` from ``my-fn``, ``my-fn:live``, ``123456789012:function:my-fn`` or a full ARN (with qualifier)."""
+    parts = name.split(":")
+    if "function" in parts[:-1]:
+        return parts[parts.index("function") + 1]
+    return parts[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +95,9 @@ class PushRule:
         }
 
     def function_name(self, repository: str) -> str:
-        """The same for every commit: a function name may not use {sha} (checked at start)."""
-        return self.function.format(**self._values(repository, ""))
+        """The same for every commit: a function name may not use {sha} (checked at start). Refused when a
+        placeholder's value (a repository's name with a dot, say) is not a bare function name."""
+        return render_function_name(self.function, self._values(repository, ""))
 
     def artifact_location(self, repository: str, sha: str) -> tuple[str, str]:
         """(bucket, key) of the commit's artifact."""
@@ -77,6 +113,7 @@ class S3Rule:
     suffix: str = ".zip"
     alias: str | None = None
     create: CreateSpec | None = None
+    functions: tuple[str, ...] = ()  # globs the function name must match ("app-*"); empty: any bare name
 
     def matches(self, bucket: str, key: str) -> bool:
         if bucket != self.bucket or not key.startswith(self.prefix):
@@ -86,9 +123,21 @@ class S3Rule:
         return key.endswith(self.suffix)
 
     def function_name(self, key: str) -> str:
-        """The function for an artifact key; ``{stem}`` is the key's file name without its extension."""
-        name = key.rsplit("/", 1)[-1]
-        return self.function.format(stem=name.rsplit(".", 1)[0] if "." in name else name)
+        """The function for an artifact key, or Refused.
+
+        ``{stem}`` is the key after the rule's prefix without the rule's suffix, so ``drop/app.zip`` gives ``app``
+        while ``drop/team/app.zip``, ``drop/app.v2.zip`` and ``drop/arn:aws:lambda:...:function:x.zip`` give no
+        bare name and are refused: whoever may upload under the prefix must not choose an arbitrary function.
+        ``functions`` narrows the names further.
+        """
+        stem = key.removeprefix(self.prefix)
+        if self.suffix and stem.endswith(self.suffix):
+            stem = stem[: -len(self.suffix)]
+        name = render_function_name(self.function, {"stem": stem})
+        if self.functions and not any(fnmatch.fnmatchcase(name, glob) for glob in self.functions):
+            allowed = ", ".join(self.functions)
+            raise Refused(f"{name!r} is not one of the functions this rule may deploy ({allowed})")
+        return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +147,14 @@ class LambdaDeployConfig:
     push: tuple[PushRule, ...] = ()
     s3: tuple[S3Rule, ...] = ()
     queue: DeployQueue = field(default_factory=DeployQueue, compare=False, repr=False)
+    own_function: str | None = None  # the Lambda function hookbot runs as (none in a container)
+
+    def check_target(self, function: str) -> str:
+        """``function`` when hookbot may deploy to it; Refused for the function hookbot itself runs as, which a
+        deployment would replace with someone else's code (and the worker that is deploying with it)."""
+        if self.own_function and bare_function_name(function) == bare_function_name(self.own_function):
+            raise Refused(f"{function!r} is the function hookbot itself runs as; it never deploys over itself")
+        return function
 
 
 def _placeholders(template: str) -> set[str]:
@@ -181,18 +238,23 @@ def _s3_rule(raw: Mapping[str, Any], index: int) -> S3Rule:
         if not isinstance(data.get(required), str) or not data[required]:
             raise ValueError(f'{where} needs {required} = "..."')
     _check_template(data["function"], S3_PLACEHOLDERS, f"{where} function")
+    globs = data.get("functions", [])
+    if not isinstance(globs, list) or not all(isinstance(glob, str) and glob for glob in globs):
+        raise ValueError(f'{where} functions must be a list of name globs, e.g. ["app-*"], not {globs!r}')
+    data["functions"] = tuple(globs)
     return _finish_rule(S3Rule, data, where)
 
 
-def configure(section: Mapping[str, Any]) -> LambdaDeployConfig | NotSetUp:
+def configure(section: Mapping[str, Any], *, own_function: str | None = None) -> LambdaDeployConfig | NotSetUp:
     """Check every rule at start, so a typo in a placeholder fails now rather than on the first push.
 
     With no rule at all there is nothing to deploy: the plugin is not loaded, so it costs nothing per delivery and
     does not answer a ``/deploy`` meant for some other bot with "No Lambda function is deployed".
+    ``own_function`` is the function hookbot runs as (on Lambda), never deployed to.
     """
     unknown = set(section) - {"push", "s3"}
     if unknown:
         raise ValueError(f"unknown key(s) {sorted(unknown)}; use [[lambda_deploy.push]] and [[lambda_deploy.s3]]")
     push = tuple(_push_rule(raw, i) for i, raw in enumerate(section.get("push", [])))
     s3 = tuple(_s3_rule(raw, i) for i, raw in enumerate(section.get("s3", [])))
-    return LambdaDeployConfig(push=push, s3=s3) if push or s3 else NOT_SET_UP
+    return LambdaDeployConfig(push=push, s3=s3, own_function=own_function or None) if push or s3 else NOT_SET_UP
