@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import ClientError
 from gidgethub import GitHubException, sansio
@@ -25,6 +25,10 @@ from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
 from bot.plugins import HandlerError, Plugin
+from bot.repo_config import OFF
+
+if TYPE_CHECKING:
+    from bot.repo_config_loader import RepoConfigs
 
 log = logging.getLogger("hookbot.dispatch")
 
@@ -34,6 +38,7 @@ EXPLAINED_ERRORS = (HandlerError, GitHubException, ClientError, TimeoutError)
 
 
 Status = Literal["ok", "failed", "skipped"]
+REPORT_KEY = "hookbot-config"  # the dedupe key suffix that says a delivery's config check run was made
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +80,14 @@ class Dispatcher:
         dedupe: DedupeStore,
         aws: AwsClients,
         dry_run: bool,
+        repo_configs: RepoConfigs | None = None,
     ) -> None:
         self.plugins = list(plugins)
         self.github = github
         self.dedupe = dedupe
         self.aws = aws
         self.dry_run = dry_run
+        self.repo_configs = repo_configs
 
     async def dispatch(self, delivery: Delivery) -> DispatchResult:
         """Run every enabled plugin on ``delivery`` once; never raises for a handler's failure."""
@@ -95,7 +102,8 @@ class Dispatcher:
             event = sansio.Event(delivery.payload, event=delivery.event, delivery_id=delivery.delivery_id)
             every = sansio.Event(delivery.payload, event=WILDCARD, delivery_id=delivery.delivery_id)
             routes = [(plugin, callbacks_for(plugin.router, event, every)) for plugin in self.plugins]
-            if any(callbacks for _, callbacks in routes):
+            config_pushed = self.repo_configs is not None and self.repo_configs.forget_if_touched(delivery)
+            if any(callbacks for _, callbacks in routes) or config_pushed:
                 try:
                     gh = await self.github.for_installation(delivery.installation_id, actions)
                     # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
@@ -105,7 +113,15 @@ class Dispatcher:
                     log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
                     result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
                     return result
-                result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login)
+                try:
+                    configs = await self._repository_configs(gh, delivery, config_pushed)
+                except Exception as exc:
+                    # Applying the server's config instead could undo what the repository switched off: retry later.
+                    await self.dedupe.release(delivery.delivery_id)
+                    log.exception("cannot read the repository's config", extra={"fields": _fields(delivery)})
+                    result.outcomes.append(Outcome("repo-config", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
+                    return result
+                result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login, configs)
             else:
                 # An event no plugin handles (GitHub sends many kinds) needs no GitHub client, token or task.
                 result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
@@ -116,6 +132,8 @@ class Dispatcher:
                 for outcome in result.outcomes:
                     if outcome.status == "ok":
                         await self.dedupe.forget(f"{delivery.delivery_id}/{outcome.handler}")
+                if config_pushed:
+                    await self.dedupe.forget(f"{delivery.delivery_id}/{REPORT_KEY}")
             else:
                 await self.dedupe.release(delivery.delivery_id)
             return result
@@ -129,6 +147,32 @@ class Dispatcher:
             log.log(level, "delivery %s", result.summary, extra={"fields": fields})
             current_delivery.reset(token)
 
+    async def _repository_configs(self, gh: Any, delivery: Delivery, config_pushed: bool) -> Mapping[str, Any]:
+        """Each plugin's config for the delivery's repository (.github/hookbot.yml under the server's ceiling).
+
+        Empty (every plugin keeps the server's config) for deliveries about no repository, such as S3 uploads.
+        On a push that changed the file, the verdict also goes on the pushed commit as a check run, once.
+        """
+        if self.repo_configs is None or not delivery.from_github or delivery.repository is None:
+            return {}
+        resolution = await self.repo_configs.resolve(gh, delivery.repository)
+        if resolution.error is not None:
+            log.warning(
+                "repository config ignored, the server's config applies: %s",
+                resolution.error,
+                extra={"fields": _fields(delivery)},
+            )
+        report_key = f"{delivery.delivery_id}/{REPORT_KEY}"
+        if config_pushed and not await self.dedupe.is_done(report_key):
+            try:
+                await self.repo_configs.report(gh, delivery, resolution)
+                await self.dedupe.mark_done(report_key)
+            except Exception:
+                log.warning(
+                    "cannot report the repository config's check", exc_info=True, extra={"fields": _fields(delivery)}
+                )
+        return resolution.configs
+
     async def _run_plugins(
         self,
         routes: list[tuple[Plugin, list[Callable[..., Awaitable[None]]]]],
@@ -137,6 +181,7 @@ class Dispatcher:
         delivery: Delivery,
         actions: ActionLog,
         bot_login: str | None,
+        configs: Mapping[str, Any],
     ) -> list[Outcome]:
         """Run the plugins that have callbacks for this event side by side; the rest are skipped without a task.
 
@@ -146,8 +191,9 @@ class Dispatcher:
         outcomes: list[Outcome | None] = []
         runs: list[Coroutine[object, object, Outcome]] = []
         for plugin, callbacks in routes:
-            if callbacks:
-                runs.append(self._run_plugin(plugin, callbacks, event, gh, delivery, actions, bot_login))
+            config = configs.get(plugin.name, plugin.config)
+            if callbacks and config is not OFF:
+                runs.append(self._run_plugin(plugin, config, callbacks, event, gh, delivery, actions, bot_login))
                 outcomes.append(None)
             else:
                 outcomes.append(Outcome(plugin.name, "skipped", 0.0))
@@ -157,6 +203,7 @@ class Dispatcher:
     async def _run_plugin(
         self,
         plugin: Plugin,
+        config: Any,
         callbacks: list[Callable[..., Awaitable[None]]],
         event: sansio.Event,
         gh: object,
@@ -169,7 +216,7 @@ class Dispatcher:
             return Outcome(plugin.name, "skipped", 0.0)
         ctx = HandlerContext(
             delivery=delivery,
-            config=plugin.config,
+            config=config,
             log=plugin.log,
             dry_run=self.dry_run,
             aws=self.aws,

@@ -281,6 +281,22 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
                 continue
             return answer, more, status
 
+    async def get_conditional(self, path: str, etag: str | None = None) -> tuple[int, Mapping[str, str], Any]:
+        """GET an API ``path`` with ``If-None-Match: etag``: (status, headers, JSON body) for a 200, 304 or 404.
+
+        gidgethub's ``getitem`` neither returns the ETag nor takes a 304 as an answer; a 304 does not count
+        against the rate limit, which is what makes revalidating a cached file every minute cheap. Any other
+        status raises gidgethub's exception for it, as ``getitem`` would.
+        """
+        headers = sansio.create_headers(self.requester, accept=sansio.accept_format(), oauth_token=self.oauth_token)
+        if etag:
+            headers["if-none-match"] = etag
+        status, response_headers, body = await self._request("GET", f"{self._api_root}{path}", headers)
+        if status in (304, 404):
+            return status, response_headers, None
+        data, _, _ = decipher_response(status, response_headers, body)
+        return status, response_headers, data
+
     def _check_url(self, url: str) -> str:
         """The path of ``url``, which must be on the API's origin (the plain prefix check is the common case)."""
         if url.startswith(self._allowed_prefix):

@@ -30,6 +30,7 @@ from typing import Any
 from gidgethub.routing import Router
 
 from bot.config import ConfigError, Section, check_top_level, closest
+from bot.repo_config import RepositorySettings, SettingError
 
 ENTRY_POINT_GROUP = "hookbot.handlers"
 
@@ -56,6 +57,8 @@ class Plugin:
     router: Router
     config: Any
     log: logging.Logger  # handlers log through ctx.log, named hookbot.handlers.<name>
+    # What a repository's .github/hookbot.yml may set (the module's ``repository_settings``); None: nothing.
+    repository_settings: RepositorySettings[Any] | None = None
     needs_github: bool = True  # acts on GitHub under this config, so live mode needs credentials
 
 
@@ -118,14 +121,21 @@ def load_plugin_report(
         configure = getattr(module, "configure", None)
         try:
             config = _configure(configure, section, env or {}) if callable(configure) else section
+        except SettingError as exc:
+            raise ConfigError(f"{where}: [{name}] {exc.key} {exc}") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"{where}: [{name}] {exc}") from None
         if config is NOT_SET_UP:
             not_loaded[name] = "nothing to do under this config"
             continue
+        settings = getattr(module, "repository_settings", None)
+        if settings is not None and not isinstance(settings, RepositorySettings):
+            raise ConfigError(f"plugin {name!r}: repository_settings must be a bot.repo_config.RepositorySettings")
         needs = getattr(module, "needs_github", True)
         needs_github = bool(needs(config)) if callable(needs) else bool(needs)
-        plugins.append(Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), needs_github))
+        plugins.append(
+            Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings, needs_github)
+        )
     return PluginReport(plugins, not_loaded)
 
 

@@ -14,8 +14,10 @@ from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, Memory
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
 from bot.logs import register_secret
-from bot.plugins import PluginReport, load_plugin_report
+from bot.plugins import Plugin, PluginReport, installed_plugins, load_plugin_report
 from bot.relay import Relay
+from bot.repo_config import CeilingEntry, ServerCeiling
+from bot.repo_config_loader import RepoConfigs
 from bot.sns import SnsVerifier
 from bot.sns_fetch import SnsFetcher
 
@@ -48,12 +50,15 @@ class Runtime:
             refuse_live_without_credentials(report)
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
         aws = AwsClients()
+        plugins = report.loaded
         dispatcher = Dispatcher(
-            report.loaded,
+            plugins,
             github=github,
             dedupe=dedupe_store(settings, aws),
             aws=aws,
             dry_run=effective_dry_run,
+            # Without credentials there is nothing to read a repository's file with: the server's config applies.
+            repo_configs=RepoConfigs(server_ceiling(plugins)) if settings.github.has_credentials else None,
         )
         verifier = SnsVerifier.build(
             settings.sns.topic_arns,
@@ -81,6 +86,14 @@ def refuse_live_without_credentials(report: PluginReport) -> None:
             "GITHUB_PRIVATE_KEY), or limit [hookbot] handlers to plugins that do not call GitHub "
             '(e.g. handlers = ["lambda_deploy"] with only [[lambda_deploy.s3]] rules)'
         )
+
+
+def server_ceiling(plugins: list[Plugin]) -> ServerCeiling:
+    """What a repository's .github/hookbot.yml may narrow: the loaded plugins' configs and declarations."""
+    return ServerCeiling(
+        loaded={plugin.name: CeilingEntry(plugin.config, plugin.repository_settings) for plugin in plugins},
+        installed=frozenset(installed_plugins()),
+    )
 
 
 def dedupe_store(settings: Settings, aws: AwsClients) -> DedupeStore:

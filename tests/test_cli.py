@@ -83,8 +83,8 @@ def test_bad_config_is_one_clear_line(clean_env: dict[str, str], tmp_path: Path)
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"hookbot: {config}: [greeter] issue_comment uses unknown placeholder {{autor}} (did you mean {{author}}?); "
-        "allowed: {author}, {number}, {repository}, {title}"
+        f"hookbot: {config}: [greeter] issue_comment uses {{autor}}; "
+        "a greeting may use {author}, {repository}, {number}, {title}; did you mean {author}?"
     )
 
 

@@ -38,8 +38,8 @@ README = Path(__file__).parent.parent / "README.md"
         # a template placeholder, listing the allowed names
         (
             '[greeter]\nissue_comment = "Hi {autor}"\n',
-            "[greeter] issue_comment uses unknown placeholder {autor} (did you mean {author}?); "
-            "allowed: {author}, {number}, {repository}, {title}",
+            "[greeter] issue_comment uses {autor}; a greeting may use {author}, {repository}, {number}, {title}; "
+            "did you mean {author}?",
         ),
         # a plugin name
         ('[hookbot]\nhandlers = ["greter"]\n', "handler 'greter' is enabled in config but not installed; did you mean"),

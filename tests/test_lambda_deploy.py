@@ -192,8 +192,13 @@ async def dispatch(runtime: Runtime, delivery: Delivery) -> DispatchResult:
 
 
 def asked(fake: FakeGitHub) -> list[str]:
-    """What the bot asked GitHub, besides who it is (the dispatcher asks that once)."""
-    return [f"{r.method} {r.path}" for r in fake.requests if r.path != "/user"]
+    """What the bot asked GitHub, besides who it is and the repository's .github/hookbot.yml (the dispatcher asks
+    those, the latter at most once a minute per repository)."""
+    return [
+        f"{r.method} {r.path}"
+        for r in fake.requests
+        if r.path != "/user" and not r.path.endswith("/.github/hookbot.yml")
+    ]
 
 
 def states(fake: FakeGitHub) -> list[list[str]]:

@@ -25,6 +25,7 @@ from bot.config import Section, Setting
 from bot.context import HandlerContext
 from bot.delivery import WILDCARD
 from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.repo_config import RepoSetting, RepositorySettings
 
 if TYPE_CHECKING:
     from handlers.exec.hooks import ExecConfig
@@ -54,6 +55,20 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConf
 def needs_github(config: ExecConfig) -> bool:
     """Only a hook that posts its output as a comment calls GitHub."""
     return any(hook.comment_output for hook in config.hooks)
+
+
+def _narrow(config: ExecConfig, values: Mapping[str, Any]) -> ExecConfig:
+    from handlers.exec import hooks
+
+    return hooks.narrow(config, values)
+
+
+repository_settings: RepositorySettings[ExecConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("hooks", "names", "the names of the server's hooks to run for this repository, and only those"),
+    ),
+    narrow=_narrow,
+)
 
 
 @router.register(WILDCARD)

@@ -15,7 +15,7 @@ import signal
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from bot.context import HandlerContext
 from bot.delivery import Delivery
 from bot.logs import REDACTED, register_secret
 from bot.plugins import NOT_SET_UP, HandlerError, NotSetUp
+from bot.repo_config import SettingError
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_CONCURRENT = 4
@@ -172,6 +173,17 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConf
         output_limit=_positive_int(section.get("output_limit", DEFAULT_OUTPUT_LIMIT), "output_limit"),
         slots=_Slots(_positive_int(section.get("max_concurrent", DEFAULT_MAX_CONCURRENT), "max_concurrent")),
     )
+
+
+def narrow(config: ExecConfig, values: Mapping[str, Any]) -> ExecConfig:
+    """A repository's ``hooks``: the server's hooks it names, and no others, run for it."""
+    names = values["hooks"]
+    defined = [hook.name for hook in config.hooks]
+    if unknown := [name for name in names if name not in defined]:
+        raise SettingError(
+            "hooks", f"the server defines no hook named {', '.join(unknown)}; it defines: {', '.join(defined)}"
+        )
+    return replace(config, hooks=tuple(hook for hook in config.hooks if hook.name in names))
 
 
 def _hook(index: int, data: Mapping[str, Any], env: Mapping[str, str]) -> Hook:

@@ -33,6 +33,7 @@ from gidgethub.routing import Router
 from bot.config import Section, Setting
 from bot.context import HandlerContext
 from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.repo_config import RepoSetting, RepositorySettings
 
 if TYPE_CHECKING:
     from handlers.lambda_deploy.config import LambdaDeployConfig
@@ -65,6 +66,22 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> LambdaDe
 def needs_github(config: LambdaDeployConfig) -> bool:
     """Push rules report through GitHub Deployments (and answer /deploy comments); S3 rules need only AWS."""
     return bool(config.push)
+
+
+def _narrow(config: LambdaDeployConfig, values: Mapping[str, Any]) -> LambdaDeployConfig:
+    from handlers.lambda_deploy import config as rules
+
+    return rules.narrow(config, values)
+
+
+# No function, artifact, bucket or alias can come from a repository: it can only pick among the server's rules.
+repository_settings: RepositorySettings[LambdaDeployConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("enabled", "bool", "false: nothing deploys from this repository"),
+        RepoSetting("rules", "names", "the names of the server's push rules that apply to this repository"),
+    ),
+    narrow=_narrow,
+)
 
 
 @router.register("push")

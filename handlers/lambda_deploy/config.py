@@ -11,16 +11,18 @@ import fnmatch
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
 from bot.config import did_you_mean
 from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.repo_config import SettingError
 from handlers.lambda_deploy.errors import Refused
 from handlers.lambda_deploy.ordering import DeployQueue
 
 PUSH_PLACEHOLDERS = frozenset({"repository", "repository_name", "owner", "sha", "short_sha", "branch"})
 S3_PLACEHOLDERS = frozenset({"stem"})
+RULE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 ALIAS_NAME = re.compile(r"(?!^[0-9]+$)^[A-Za-z0-9_-]{1,128}$")
 # A bare Lambda function name (AWS Lambda API reference, CreateFunction: FunctionName). Anything else (an ARN, a
 # qualifier, a path) would let whoever controls a placeholder's value aim the deployment at another function.
@@ -79,6 +81,7 @@ class PushRule:
     alias: str | None = None
     environment: str = "production"
     create: CreateSpec | None = None
+    name: str | None = None  # what a repository's .github/hookbot.yml names it by in `rules`
 
     def matches(self, repository: str, branch: str | None = None) -> bool:
         return self.repository.lower() == repository.lower() and (branch is None or branch == self.branch)
@@ -114,6 +117,7 @@ class S3Rule:
     alias: str | None = None
     create: CreateSpec | None = None
     functions: tuple[str, ...] = ()  # globs the function name must match ("app-*"); empty: any bare name
+    name: str | None = None
 
     def matches(self, bucket: str, key: str) -> bool:
         if bucket != self.bucket or not key.startswith(self.prefix):
@@ -223,6 +227,9 @@ def _finish_rule(rule_type: type[RuleT], data: dict[str, Any], where: str) -> Ru
     for key in data:
         if key not in known:
             raise ValueError(f"{where}: unknown key `{key}`{did_you_mean(key, known)}")
+    name = data.get("name")
+    if name is not None and (not isinstance(name, str) or not RULE_NAME.fullmatch(name)):
+        raise ValueError(f"{where} name must be letters, digits, '_', '.' or '-', not {name!r}")
     data["alias"] = _check_alias(data.get("alias"), where)
     data["create"] = _create_spec(data.get("create"), where)
     try:
@@ -257,4 +264,23 @@ def configure(section: Mapping[str, Any], *, own_function: str | None = None) ->
         raise ValueError(f"unknown key(s) {sorted(unknown)}; use [[lambda_deploy.push]] and [[lambda_deploy.s3]]")
     push = tuple(_push_rule(raw, i) for i, raw in enumerate(section.get("push", [])))
     s3 = tuple(_s3_rule(raw, i) for i, raw in enumerate(section.get("s3", [])))
+    names = [name for name in (*(rule.name for rule in push), *(rule.name for rule in s3)) if name]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
     return LambdaDeployConfig(push=push, s3=s3, own_function=own_function or None) if push or s3 else NOT_SET_UP
+
+
+def narrow(config: LambdaDeployConfig, values: Mapping[str, Any]) -> LambdaDeployConfig:
+    """A repository's ``rules``: only the server's push rules it names apply to its pushes and ``/deploy``s.
+
+    The deployment queue is the server's own object, so deployments stay ordered across every repository's config.
+    """
+    names = values["rules"]
+    defined = [rule.name for rule in config.push if rule.name]
+    if unknown := [name for name in names if name not in defined]:
+        raise SettingError(
+            "rules",
+            f"the server defines no push rule named {', '.join(unknown)}; "
+            f"named push rules: {', '.join(defined) or 'none (a rule gets one with name = ...)'}",
+        )
+    return replace(config, push=tuple(rule for rule in config.push if rule.name in names))
