@@ -14,13 +14,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot import __version__
 from bot.config import ConfigError, Resolved, Section, Settings, load_settings, parse_duration, reference_table
-from bot.delivery import Delivery
-from bot.github_webhook import WebhookError, parse_payload
+from bot.delivery import Delivery, Refusal
+from bot.github_webhook import parse_payload
 from bot.logs import LOG_FORMATS, register_secret, setup_logging
+from bot.plugin import Setup
 from bot.runtime import SECRET_FILE, Runtime, ensure_webhook_secret, webhook_secrets
 
 if TYPE_CHECKING:
@@ -33,6 +34,13 @@ DEFAULT_SEND_URL = "http://127.0.0.1:8080/webhook"
 CONFIG_HELP = "TOML config file (default: $HOOKBOT_CONFIG, else ./hookbot.toml when present)"
 LOG_FORMAT_HELP = "console or json (default: $HOOKBOT_LOG_FORMAT, else console on a terminal and json otherwise)"
 LOG_LEVEL_HELP = "debug, info, warning or error (default: $HOOKBOT_LOG_LEVEL, else info; warning for replay)"
+PLUGIN_OPTION: dict[str, Any] = {
+    "type": Path,
+    "action": "append",
+    "default": [],
+    "metavar": "PATH",
+    "help": "also load the plugin in this .py file or package directory (repeatable), before it is packaged",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", "run the webhook server")
     serve.add_argument("--host", help="address to listen on (default: [server] host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: [server] port, 8080)")
+    serve.add_argument("--plugin", dest="plugins", **PLUGIN_OPTION)
 
     replay = command("replay", "run the handlers on a saved payload and print what they do")
     replay.add_argument("file", type=Path, help="a webhook payload (JSON) as GitHub sent it")
@@ -66,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--live", action="store_true", help="really act (needs GitHub credentials for plugins that call GitHub)"
     )
+    replay.add_argument("--plugin", dest="plugins", **PLUGIN_OPTION)
 
     send = command("send", "sign a payload file with the webhook secret and post it to a running hookbot")
     send.add_argument("file", type=Path, help="a webhook payload (JSON)")
@@ -281,7 +291,7 @@ def log_startup(runtime: Runtime, secret_from: str) -> None:
         log.info("plugin %s not loaded: %s", name, reason, extra={"fields": {"plugin": name, "reason": reason}})
 
 
-def serve(settings: Settings, host: str | None, port: int | None) -> int:
+def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: Sequence[Path] = ()) -> int:
     from aiohttp import web
 
     from bot.server import create_app
@@ -300,7 +310,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
             )
         secrets = [value.encode()]
     check_state_dir(settings.state_dir)
-    runtime = Runtime.build(settings, secrets_=secrets)
+    runtime = Runtime.build(settings, secrets_=secrets, plugin_paths=plugin_paths)
     log_startup(runtime, secret_source(settings, generated))
     host = host or settings.server.host
     port = port or settings.server.port
@@ -335,14 +345,21 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
     return 0
 
 
-async def replay(settings: Settings, body: bytes, event: str, action: str | None, live: bool) -> int:
+async def replay(
+    settings: Settings,
+    body: bytes,
+    event: str,
+    action: str | None,
+    live: bool,
+    plugin_paths: Sequence[Path] = (),
+) -> int:
     payload = parse_payload(body, "application/json")
     if action:
         payload["action"] = action
     delivery = Delivery(event=event, delivery_id=f"replay-{uuid.uuid4()}", payload=payload, body=body, source="replay")
     # --live asks for live mode whatever the environment says; without the credentials a loaded plugin needs,
     # Runtime.build refuses rather than quietly staying in dry-run.
-    runtime = Runtime.build(settings, dry_run=not live, secrets_=[])
+    runtime = Runtime.build(settings, dry_run=not live, secrets_=[], plugin_paths=plugin_paths)
     try:
         result = await runtime.dispatcher.dispatch(delivery)
     finally:
@@ -490,15 +507,16 @@ def package(args: argparse.Namespace, config: str | None) -> int:
 
 
 def audit_show(settings: Settings, delivery_id: str) -> int:
-    """Print one audit record as JSON; the [audit] section is checked by the plugin's own configure."""
+    """Print one audit record as JSON; the [audit] section is checked by the plugin's own set-up."""
     import orjson
 
+    import handlers.audit
     from bot.aws import AwsClients
-    from bot.plugins import load_plugins
+    from bot.plugins import set_up
     from handlers.audit.records import read_record
 
-    loaded = load_plugins(["audit"], settings.plugin_sections)
-    config = loaded[0].config if loaded else None  # not loaded: installed but not set up
+    plugin = set_up("audit", handlers.audit, Setup("audit", settings.plugin_sections.get("audit", {}), {}))
+    config = plugin.config if plugin else None  # None: installed but not set up
     if config is None or config.destination is None:
         raise ConfigError('[audit] destination is not set; e.g. destination = "dynamodb://hookbot-audit"')
     record = read_record(config.destination, AwsClients(), delivery_id)
@@ -525,9 +543,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if item.setting.secret and isinstance(item.value, str):
                 register_secret(item.value)
         if args.command == "serve":
-            return serve(settings, args.host, args.port)
+            return serve(settings, args.host, args.port, args.plugins)
         if args.command == "replay":
-            return asyncio.run(replay(settings, args.file.read_bytes(), args.event, args.action, args.live))
+            body = args.file.read_bytes()
+            return asyncio.run(replay(settings, body, args.event, args.action, args.live, args.plugins))
         if args.command == "send":
             return send(settings, args)
         if args.command == "package":
@@ -540,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return config_check(settings) if args.config_command == "check" else config_show(settings)
         if args.command == "audit":
             return audit_show(settings, args.delivery_id)
-    except (ConfigError, WebhookError) as exc:
+    except (ConfigError, Refusal) as exc:
         print(f"hookbot: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -45,12 +45,13 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 def check_event_names(names: Iterable[str], where: str) -> None:
     """Refuse an event name GitHub does not send (``"pushh"``); ``event.action`` is checked by its event part."""
-    from bot.github_events import KNOWN_EVENTS
+    from bot.github_events import DOCUMENTED_EVENTS
 
+    known = DOCUMENTED_EVENTS | {"s3", "*"}  # hookbot's own name for S3 uploads, and "every event"
     for name in names:
         event = name.partition(".")[0]
-        if event not in KNOWN_EVENTS:
-            raise ValueError(f"{where}: unknown event `{event}`{did_you_mean(event, KNOWN_EVENTS)}")
+        if event not in known:
+            raise ValueError(f"{where}: unknown event `{event}`{did_you_mean(event, known)}")
 
 
 def check_placeholders(template: str, allowed: Collection[str], where: str) -> None:
@@ -216,7 +217,12 @@ def _core_sections() -> tuple[Section, ...]:
         Section(
             "hookbot",
             (
-                Setting("handlers", "list", None, "which plugins run; unset: every installed one"),
+                Setting(
+                    "handlers",
+                    "list",
+                    None,
+                    "which plugins run; unset: the built-ins (another installed plugin runs only when named here)",
+                ),
                 Setting("state_dir", "path", Path(".hookbot"), "where local state lives", env="HOOKBOT_STATE_DIR"),
                 Setting(
                     "dry_run",

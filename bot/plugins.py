@@ -1,54 +1,42 @@
-"""Plugin discovery through the ``hookbot.handlers`` entry-point group.
+"""Finding, choosing and setting up plugins (the contract a plugin sees is bot/plugin.py).
 
-A plugin is a module with a module-level ``router = gidgethub.routing.Router()`` (the python/bedevere shape) and,
-optionally, ``SETTINGS = bot.config.Section(...)`` declaring its config section's keys (checked before anything
-else, so a typo gets "did you mean"), and ``configure(section) -> object`` that checks its config section at
-start and returns what its handlers receive as ``ctx.config``. A plugin that hands parts of hookbot's environment
-on to something it runs (exec passes ``PATH`` and an allow-list to its child processes) declares
-``configure(section, *, env)`` and gets the snapshot bot/config.py read, so no plugin reads the environment
-itself. A plugin that is installed but has nothing to do under this config (audit without a destination, exec
-without hooks, lambda_deploy without rules) returns ``NOT_SET_UP`` from ``configure()`` and is not loaded:
-otherwise it would still run, log and be timed on every delivery, which for two idle built-ins was over a
-quarter of a delivery's CPU (BENCHMARKS.md). The built-ins are registered in pyproject.toml exactly as a
-third-party package registers its own, so nothing here treats them specially.
+Plugins are found through the ``hookbot.handlers`` entry-point group; the built-ins are registered in
+pyproject.toml exactly as a third-party package registers its own. What loads is opt-in beyond the built-ins:
+with no ``[hookbot] handlers`` the four built-ins load, and any other installed plugin only when that list names
+it, because a plugin gets every event and acts with the bot's GitHub token, and merely installing a package
+(a dependency of a dependency, a test tool) must not hand it those. A plugin file or package can also be loaded
+by path (``--plugin ./labeler.py``) for a first try, before it is packaged.
 
-A plugin that can work without GitHub credentials says so with a module-level ``needs_github = False``, or
-``needs_github(config) -> bool`` when that depends on its config: live mode without credentials refuses to
-start only when a loaded plugin needs them.
+A built-in with nothing to do under this config (audit without a destination, exec without hooks, lambda_deploy
+without rules) returns None from ``setup`` and is not loaded: otherwise it would still run, log and be timed on
+every delivery, which for two idle built-ins was over a quarter of a delivery's CPU (BENCHMARKS.md).
+
+Before any ``setup`` runs, the config's sections are checked against the core's and the plugins' names, and a
+plugin's section against its declared ``SETTINGS`` (bot.config.Section), so a typo stops hookbot with the file,
+the key and the closest valid name. What was not loaded, and why, goes into the report the start-up summary logs
+once (``hookbot serve``), rather than a log line from every command that loads plugins.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
+import importlib.util
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from gidgethub.routing import Router
 
 from bot.config import ConfigError, Section, check_top_level, closest
+from bot.plugin import Setup
 from bot.repo_config import RepositorySettings, SettingError
 
 ENTRY_POINT_GROUP = "hookbot.handlers"
-
-
-
-class NotSetUp:
-    """The type of ``NOT_SET_UP``: an explicit value, so that a ``configure()`` returning None still loads."""
-
-    def __repr__(self) -> str:
-        return "NOT_SET_UP"
-
-
-NOT_SET_UP = NotSetUp()
-
-
-class HandlerError(Exception):
-    """A handler failure its message fully explains (a command's exit status, a missing artifact): logged as one
-    line, without the traceback that an unexpected error gets."""
+BUILTIN_DISTRIBUTION = "hookbot"  # plugins shipped by this distribution load unless [hookbot] handlers says otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +50,6 @@ class Plugin:
     needs_github: bool = True  # acts on GitHub under this config, so live mode needs credentials
 
 
-def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-
 @dataclass(frozen=True, slots=True)
 class PluginReport:
     """What loading found: the plugins that run, and those installed but not loaded with the reason."""
@@ -74,31 +58,42 @@ class PluginReport:
     not_loaded: dict[str, str]
 
 
+def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def builtin_names(available: Mapping[str, importlib.metadata.EntryPoint]) -> list[str]:
+    return sorted(
+        name for name, ep in available.items() if ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
+    )
+
+
 def load_plugins(
     enabled: Sequence[str] | None,
     sections: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
+    paths: Sequence[Path] = (),
     *,
     config_file: Path | None = None,
 ) -> list[Plugin]:
-    """Load the enabled plugins (all installed ones when ``enabled`` is None) and configure each."""
-    return load_plugin_report(enabled, sections, env, config_file=config_file).loaded
+    """Load and set up the enabled plugins (the built-ins when ``enabled`` is None), then those at ``paths``."""
+    return load_plugin_report(enabled, sections, env, paths, config_file=config_file).loaded
 
 
 def load_plugin_report(
     enabled: Sequence[str] | None,
     sections: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
+    paths: Sequence[Path] = (),
     *,
     config_file: Path | None = None,
 ) -> PluginReport:
-    """Check the plugin sections against the installed plugins, then load and configure the enabled ones."""
+    """Check the config's plugin sections, then load and set up the plugins as load_plugins does, keeping what
+    was not loaded and why."""
     where = str(config_file) if config_file else "config"
     available = installed_plugins()
-    check_top_level(sections, available, where)
-    names = sorted(available) if enabled is None else list(enabled)
-    plugins = []
-    not_loaded = {name: "not in [hookbot] handlers" for name in sorted(set(available) - set(names))}
+    names = builtin_names(available) if enabled is None else list(enabled)
+    modules: list[tuple[str, ModuleType]] = []
     for name in names:
         entry_point = available.get(name)
         if entry_point is None:
@@ -108,39 +103,81 @@ def load_plugin_report(
                 + (f"; did you mean `{guess}`?" if guess else "")
                 + f" (installed: {', '.join(sorted(available))})"
             )
-        module = entry_point.load()
-        router = getattr(module, "router", None)
-        if not isinstance(router, Router):
-            raise ConfigError(f"plugin {name!r} ({entry_point.value}) has no module-level gidgethub Router 'router'")
+        modules.append((name, entry_point.load()))
+    for path in paths:
+        name, module = load_module_at(path)
+        if name in names:
+            raise ConfigError(f"plugin {name!r} is both named in [hookbot] handlers and given with --plugin {path}")
+        names.append(name)
+        modules.append((name, module))
+    check_top_level(sections, set(available) | set(names), where)
+    not_loaded = {name: "not in [hookbot] handlers" for name in sorted(set(available) - set(names))}
+    plugins = []
+    for name, module in modules:
         section = sections.get(name, {})
         if not isinstance(section, Mapping):
             raise ConfigError(f"{where}: [{name}] must be a table")
-        declared = getattr(module, "SETTINGS", None)
-        if isinstance(declared, Section):
-            declared.check(section, where)
-        configure = getattr(module, "configure", None)
-        try:
-            config = _configure(configure, section, env or {}) if callable(configure) else section
-        except SettingError as exc:
-            raise ConfigError(f"{where}: [{name}] {exc.key} {exc}") from None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"{where}: [{name}] {exc}") from None
-        if config is NOT_SET_UP:
+        plugin = set_up(name, module, Setup(name, section, env or {}), where)
+        if plugin is None:
             not_loaded[name] = "nothing to do under this config"
-            continue
-        settings = getattr(module, "repository_settings", None)
-        if settings is not None and not isinstance(settings, RepositorySettings):
-            raise ConfigError(f"plugin {name!r}: repository_settings must be a bot.repo_config.RepositorySettings")
-        needs = getattr(module, "needs_github", True)
-        needs_github = bool(needs(config)) if callable(needs) else bool(needs)
-        plugins.append(
-            Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings, needs_github)
-        )
+        else:
+            plugins.append(plugin)
     return PluginReport(plugins, not_loaded)
 
 
-def _configure(configure: Any, section: Mapping[str, Any], env: Mapping[str, str]) -> Any:
-    """Call ``configure(section)``, adding ``env=`` only for a plugin that declares it wants the environment."""
-    if "env" in inspect.signature(configure).parameters:
-        return configure(section, env=env)
-    return configure(section)
+def set_up(name: str, module: ModuleType, given: Setup, where: str = "config") -> Plugin | None:
+    """Check the plugin's shape and section, and run its ``setup``; None when it has nothing to do here."""
+    router = getattr(module, "router", None)
+    if not isinstance(router, Router):
+        raise ConfigError(f"plugin {name!r} ({module.__name__}) has no module-level Router named 'router'")
+    declared = getattr(module, "SETTINGS", None)
+    if isinstance(declared, Section):
+        declared.check(given.section, where)
+    lead = "" if where == "config" else f"{where}: "  # the file's name, when there is one
+    setup = getattr(module, "setup", None)
+    if setup is None:
+        config: Any = given.section
+    else:
+        try:
+            config = setup(given)
+        except SettingError as exc:
+            raise ConfigError(f"{lead}[{name}] {exc.key} {exc}") from None
+        except Exception as exc:  # whatever a plugin raises: one line naming it, never a traceback
+            expected = isinstance(exc, ConfigError | ValueError | TypeError)
+            reason = str(exc) if expected else f"plugin {name!r} set-up raised {type(exc).__name__}: {exc}"
+            raise ConfigError(f"{lead}[{name}] {reason}") from None
+        if config is None:
+            return None
+    settings = getattr(module, "repository_settings", None)
+    if settings is not None and not isinstance(settings, RepositorySettings):
+        raise ConfigError(f"plugin {name!r}: repository_settings must be a bot.plugin.RepositorySettings")
+    needs = getattr(module, "needs_github", True)
+    needs_github = bool(needs(config)) if callable(needs) else bool(needs)
+    return Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings, needs_github)
+
+
+def load_module_at(path: Path) -> tuple[str, ModuleType]:
+    """Import a plugin from a ``.py`` file or a package directory; its name (and config section) is the stem."""
+    file = path / "__init__.py" if path.is_dir() else path
+    name = path.name if path.is_dir() else path.stem
+    if not file.is_file():
+        raise ConfigError(f"--plugin {path}: no such plugin file (give a .py file or a package directory)")
+    if not name.isidentifier():
+        raise ConfigError(f"--plugin {path}: {name!r} is not a valid module name")
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        if Path(getattr(loaded, "__file__", "") or "").resolve() == file.resolve():
+            return name, loaded
+        raise ConfigError(f"--plugin {path}: a module named {name!r} is already imported from elsewhere")
+    spec = importlib.util.spec_from_file_location(
+        name, file, submodule_search_locations=[str(path)] if path.is_dir() else None
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it: dataclasses and relative imports look themselves up there
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ConfigError(f"--plugin {path}: importing it raised {type(exc).__name__}: {exc}") from exc
+    return name, module

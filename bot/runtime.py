@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,13 +39,25 @@ class Runtime:
     plugins: PluginReport
 
     @classmethod
-    def build(cls, settings: Settings, *, dry_run: bool | None = None, secrets_: list[bytes] | None = None) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        dry_run: bool | None = None,
+        secrets_: list[bytes] | None = None,
+        plugin_paths: Sequence[Path] = (),
+    ) -> Runtime:
+        """Everything an entry point needs; ``plugin_paths`` are plugins loaded by path (``--plugin``)."""
         effective_dry_run = settings.effective_dry_run if dry_run is None else dry_run
         secret_values = secrets_ if secrets_ is not None else webhook_secrets(settings)
         for value in (*secret_values, settings.github.token, settings.github.private_key):
             register_secret(value)
         report = load_plugin_report(
-            settings.handlers, settings.plugin_sections, settings.process_env, config_file=settings.config_file
+            settings.handlers,
+            settings.plugin_sections,
+            settings.process_env,
+            plugin_paths,
+            config_file=settings.config_file,
         )
         if not effective_dry_run and not settings.github.has_credentials:
             refuse_live_without_credentials(report)

@@ -100,9 +100,10 @@ def test_config_show_gives_each_value_and_its_source_with_secrets_masked(
 
 
 def test_plugin_sections_are_declared_the_same_way() -> None:
+    from bot.plugin import Setup
     from handlers import greeter
 
-    assert greeter.configure({}) == greeter.GreeterConfig()
+    assert greeter.setup(Setup("greeter", {}, {})) == greeter.GreeterConfig()
     with pytest.raises(ConfigError, match=r"\[greeter\] issue_comment must be a string"):
         greeter.SETTINGS.parse({"issue_comment": ["x"]})
 

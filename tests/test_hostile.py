@@ -19,10 +19,11 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.github_webhook import WebhookError, delivery_from_github, sign, verify_signature
+from bot.delivery import Refusal
+from bot.github_webhook import delivery_from_github, sign, verify_signature
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
-from bot.sns import SnsError, SnsVerifier, parse_message
+from bot.sns import SnsVerifier, parse_message
 from tests.fake_github import FakeGitHub
 from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings
 from tests.sns_signing import TOPIC, Signer, notification
@@ -56,7 +57,7 @@ def test_signature_check_only_ever_accepts_the_right_hmac(
         verify_signature(
             body, signature_256=signature_256, signature_sha1=signature_sha1, secrets=SECRETS, allow_sha1=allow_sha1
         )
-    except WebhookError as exc:
+    except Refusal as exc:
         assert exc.status == 401
     else:  # accepted: only possible with a genuine signature (hypothesis will not forge an HMAC)
         raise AssertionError(f"accepted a forged signature {signature_256!r} / {signature_sha1!r}")
@@ -72,7 +73,7 @@ def test_body_and_header_parsing_refuses_with_4xx_or_builds_a_delivery(
         delivery = delivery_from_github(
             body, event=event, delivery_id=delivery_id, content_type=content_type, source="github-http"
         )
-    except WebhookError as exc:
+    except Refusal as exc:
         assert exc.status == 400
     else:
         assert isinstance(delivery.payload, dict) and delivery.event == event and delivery.delivery_id
@@ -114,7 +115,7 @@ SNS_VERIFIER = SnsVerifier.build([TOPIC])
 def test_sns_parsing_and_prechecks_refuse_with_sns_errors_only(document: Any) -> None:
     try:
         SNS_VERIFIER.verify(parse_message(document), SIGNER.pem)
-    except SnsError as exc:
+    except Refusal as exc:
         assert exc.status in {400, 401, 403}
     else:
         raise AssertionError("an unsigned fuzzed document verified")
@@ -131,7 +132,7 @@ def test_a_signed_sns_message_changed_in_any_field_fails(name: str, value: str) 
     if document.get(name) == value:
         return
     document[name] = value
-    with pytest.raises(SnsError):
+    with pytest.raises(Refusal):
         SNS_VERIFIER.verify(parse_message(document), SIGNER.pem)
 
 

@@ -10,7 +10,7 @@ step (ordering, AWS, GitHub) can raise them without importing the others.
 
 from __future__ import annotations
 
-from bot.plugins import HandlerError
+from bot.plugin import HandlerError
 
 
 class Superseded(Exception):
