@@ -292,9 +292,10 @@ def log_startup(runtime: Runtime, secret_from: str) -> None:
 
 
 def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: Sequence[Path] = ()) -> int:
-    from aiohttp import web
+    from bot.server import create_app, create_metrics_app
+    from bot.server_limits import AcceptErrorLog, connection_cap, raise_open_files_limit, run_until_signalled, serve_app
 
-    from bot.server import create_app
+    open_files = raise_open_files_limit()
 
     secrets = webhook_secrets(settings)
     generated: bool | None = None
@@ -314,27 +315,35 @@ def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: 
     log_startup(runtime, secret_source(settings, generated))
     host = host or settings.server.host
     port = port or settings.server.port
+    server = settings.server
     app = create_app(runtime)
+    metrics_app = create_metrics_app(app) if server.metrics_port is not None else None
     tune_garbage_collector()
 
-    def listening(_banner: str) -> None:
-        # run_app calls this once every socket is bound, so a port clash never says "listening" first.
-        log.info(
-            "listening on http://%s:%d (POST /webhook, GET /healthz, GET /metrics)",
-            host,
-            port,
-            extra={"fields": {"host": host, "port": port}},
-        )
+    def listening() -> None:  # once every socket is bound: a port clash never says "listening" first
+        fields = {"host": host, "port": port}
+        if server.metrics_port is None:
+            routes = "POST /webhook, GET /healthz, GET /metrics"
+            log.info("listening on http://%s:%d (%s)", host, port, routes, extra={"fields": fields})
+        else:
+            log.info("listening on http://%s:%d (POST /webhook, GET /healthz)", host, port, extra={"fields": fields})
+            log.info("metrics on http://%s:%d/metrics", host, server.metrics_port)
 
+    loop = new_event_loop()
+    loop.set_exception_handler(AcceptErrorLog())
     try:
-        web.run_app(
-            app,
-            host=host,
-            port=port,
-            print=listening,
-            access_log=None,
-            handler_cancellation=True,
-            loop=new_event_loop(),
+        run_until_signalled(
+            loop,
+            serve_app(
+                app,
+                host,
+                port,
+                max_connections=connection_cap(server.max_connections, open_files),
+                idle_timeout=server.idle_timeout_seconds,
+                metrics_app=metrics_app,
+                metrics_port=server.metrics_port,
+                on_listening=listening,
+            ),
         )
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):

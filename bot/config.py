@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 DEFAULT_API_URL = "https://api.github.com"
 GITHUB_MAX_BODY = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB.
+GITHUB_TIMEOUT_SECONDS = 10.0  # GitHub gives up on a delivery after 10 s, so no genuine body takes longer.
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -167,9 +169,13 @@ class Setting:
     help: str
     env: str | None = None
     secret: bool = False
+    positive: bool = False  # a count, size or time: zero or less is refused
 
     def parse(self, value: Any, where: str) -> Any:
-        return PARSERS[self.kind](value, where)
+        parsed = PARSERS[self.kind](value, where)
+        if self.positive and parsed <= 0:
+            raise ConfigError(f"{where} must be more than zero, not {value!r}")
+        return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +317,36 @@ def _core_sections() -> tuple[Section, ...]:
                     8.0,
                     "on SIGTERM, running handlers get this long (docker stop waits 10 s)",
                 ),
+                Setting(
+                    "read_deadline_seconds",
+                    "number",
+                    GITHUB_TIMEOUT_SECONDS,
+                    "a request's body must arrive within this long (GitHub itself gives up after 10 s)",
+                    positive=True,
+                ),
+                Setting(
+                    "max_buffered_bytes",
+                    "int",
+                    MAX_BUFFERED_BYTES,
+                    "request bytes held at once across connections; beyond it: 503 (at least max_body_bytes)",
+                ),
+                Setting("max_connections", "int", 1000, "connections open at once", positive=True),
+                Setting(
+                    "idle_timeout_seconds",
+                    "number",
+                    10.0,
+                    "an idle keep-alive connection is closed after this",
+                    positive=True,
+                ),
+                Setting(
+                    "metrics_token",
+                    "text",
+                    None,
+                    "`GET /metrics` then needs `Authorization: Bearer <token>`",
+                    env="HOOKBOT_METRICS_TOKEN",
+                    secret=True,
+                ),
+                Setting("metrics_port", "int", None, "serve `/metrics` on this port instead of the webhook's"),
             ),
         ),
         Section(
@@ -391,12 +427,13 @@ class Resolved:
 
 @dataclass(frozen=True, slots=True)
 class GitHubSettings:
-    webhook_secret: str | None = None
-    previous_secrets: tuple[str, ...] = ()
+    # Secrets stay out of repr(): settings end up in tracebacks, debug logs and test failure output.
+    webhook_secret: str | None = field(default=None, repr=False)
+    previous_secrets: tuple[str, ...] = field(default=(), repr=False)
     allow_sha1: bool = False
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     app_id: str | None = None
-    private_key: str | None = None
+    private_key: str | None = field(default=None, repr=False)
     api_url: str = DEFAULT_API_URL
     bot_login: str | None = None
     hooks: tuple[str, ...] = ()
@@ -426,6 +463,12 @@ class ServerSettings:
     max_attempts: int = 5
     retry_base_seconds: float = 2.0
     shutdown_grace_seconds: float = 8.0
+    read_deadline_seconds: float = GITHUB_TIMEOUT_SECONDS
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES
+    max_connections: int = 1000
+    idle_timeout_seconds: float = 10.0
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,6 +623,12 @@ def load_settings(env: Mapping[str, str], config_path_: str | Path | None = None
             "GitHub App auth needs both GITHUB_APP_ID and GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH)"
         )
     gh["api_url"] = gh["api_url"].rstrip("/")
+    server = ServerSettings(**values("server"))
+    if server.max_buffered_bytes < server.max_body_bytes:
+        raise ConfigError(
+            f"[server] max_buffered_bytes ({server.max_buffered_bytes}) must be at least max_body_bytes "
+            f"({server.max_body_bytes}): otherwise a body of the allowed size could never be read"
+        )
     core = values("hookbot")
     log_format = core["log_format"]
     if log_format is not None and log_format not in ("console", "json"):
@@ -587,7 +636,7 @@ def load_settings(env: Mapping[str, str], config_path_: str | Path | None = None
 
     return Settings(
         github=GitHubSettings(**gh),
-        server=ServerSettings(**values("server")),
+        server=server,
         sns=SnsSettings(**values("sns")),
         dedupe=DedupeSettings(**values("dedupe")),
         relay=RelaySettings(**values("relay")),
