@@ -18,6 +18,9 @@ A plugin is a module (or package) with:
 - optionally ``needs_github = False`` (or ``needs_github(config) -> bool``) when it can act without GitHub
   credentials: live mode without credentials refuses to start only when a loaded plugin needs them. Raising
   :class:`HandlerError` from a handler logs a failure its message explains as one line, without a traceback.
+- optionally ``wants(config, event) -> bool``: whether the plugin wants a delivery its router would route (audit:
+  the events its ``events`` setting names). A delivery no loaded plugin wants is answered at the door without
+  the journal or de-duplication, so say no here rather than return early in a ``"*"`` handler.
 
 Helpers the built-ins share live here too, so a third-party plugin gets them from the same place: whether a
 delivery was sent by a bot (answering one could start a loop between bots), the hidden-marker comment that makes

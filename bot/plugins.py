@@ -23,16 +23,17 @@ import importlib.metadata
 import importlib.util
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from gidgethub import sansio
 from gidgethub.routing import Router
 
 from bot.config import ConfigError, Section, check_top_level, closest
-from bot.plugin import Setup
+from bot.plugin import Event, Setup
 from bot.repo_config import RepositorySettings, SettingError
 
 ENTRY_POINT_GROUP = "hookbot.handlers"
@@ -47,7 +48,18 @@ class Plugin:
     log: logging.Logger  # handlers log through ctx.log, named hookbot.handlers.<name>
     # What a repository's .github/hookbot.yml may set (the module's ``repository_settings``); None: nothing.
     repository_settings: RepositorySettings[Any] | None = None
+    # The module's ``wants(config, event)``: whether it wants a delivery its router would route (audit's
+    # ``events`` setting); None: every delivery its router routes.
+    wants: Callable[[Any, Event], bool] | None = None
     needs_github: bool = True  # acts on GitHub under this config, so live mode needs credentials
+
+    def callbacks(self, event: Event, every: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
+        """This plugin's handlers for ``event`` and for ``"*"`` (``every``: the same event under that name), in a
+        stable order (gidgethub returns a set); none when its ``wants`` turns the delivery down."""
+        if self.wants is not None and not self.wants(self.config, event):
+            return []
+        found = self.router.fetch(event) | self.router.fetch(every)
+        return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +163,20 @@ def set_up(name: str, module: ModuleType, given: Setup, where: str = "config") -
     settings = getattr(module, "repository_settings", None)
     if settings is not None and not isinstance(settings, RepositorySettings):
         raise ConfigError(f"plugin {name!r}: repository_settings must be a bot.plugin.RepositorySettings")
+    wants = getattr(module, "wants", None)
+    if wants is not None and not callable(wants):
+        raise ConfigError(f"plugin {name!r}: wants must be a function (config, event) -> bool")
     needs = getattr(module, "needs_github", True)
     needs_github = bool(needs(config)) if callable(needs) else bool(needs)
-    return Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings, needs_github)
+    return Plugin(
+        name,
+        router,
+        config,
+        logging.getLogger(f"hookbot.handlers.{name}"),
+        repository_settings=settings,
+        wants=wants,
+        needs_github=needs_github,
+    )
 
 
 def load_module_at(path: Path) -> tuple[str, ModuleType]:
