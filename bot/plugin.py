@@ -48,9 +48,12 @@ from bot.config import ConfigError, Section, Setting, check_event_names
 from bot.context import ActionLog, StepMarks
 from bot.delivery import WILDCARD, Delivery, Source, action_of, describe, matches, repository_of
 from bot.github import UntrustedURLError
+from bot.logs import CREDENTIAL_PATTERN, REDACTED, register_secret
 from bot.repo_config import RepoSetting, RepositorySettings, SettingError
 
 __all__ = [
+    "CREDENTIAL_PATTERN",
+    "REDACTED",
     "WILDCARD",
     "ActionLog",
     "AwsClients",
@@ -74,6 +77,7 @@ __all__ = [
     "hidden_marker",
     "is_about_issue",
     "issue_path",
+    "register_secret",
     "repository_path",
 ]
 

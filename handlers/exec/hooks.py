@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 
 from bot.config import did_you_mean
-from bot.logs import REDACTED, register_secret
 from bot.plugin import (
+    REDACTED,
     Context,
     Event,
     GitHubAPI,
@@ -34,6 +34,7 @@ from bot.plugin import (
     hidden_marker,
     is_about_issue,
     issue_path,
+    register_secret,
 )
 
 DEFAULT_TIMEOUT = 60.0
