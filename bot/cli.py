@@ -9,6 +9,7 @@ import errno
 import gc
 import logging
 import os
+import stat
 import sys
 import time
 import uuid
@@ -131,10 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PRIVATE_UMASK = 0o077
+
+
+def keep_files_private() -> None:
+    """Everything hookbot writes from here on is for its own user only: state dir 0700, files 0600.
+
+    The state dir holds the webhook secret and the journal, whose rows are raw delivery bodies (private
+    repositories' issues and code); the umask covers files made later too, by SQLite (the WAL) and by plugins.
+    """
+    os.umask(PRIVATE_UMASK)
+
+
 def check_state_dir(state_dir: Path) -> None:
-    """Fail at start, with one clear line, when the journal cannot be kept (rather than on the first delivery)."""
+    """Fail at start, with one clear line, when the journal cannot be kept (rather than on the first delivery).
+
+    A state dir (and its files) made by an older hookbot, or by hand, with access for others is made private.
+    """
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private(state_dir, 0o700)
+        for path in state_dir.iterdir():
+            if path.is_file() and not path.is_symlink():
+                make_private(path, 0o600)
         probe = state_dir / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -142,6 +162,22 @@ def check_state_dir(state_dir: Path) -> None:
         raise ConfigError(
             f"state dir {state_dir} is not writable ({exc.strerror}); set HOOKBOT_STATE_DIR to a writable directory"
         ) from None
+
+
+def make_private(path: Path, mode: int) -> None:
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & PRIVATE_UMASK:
+        path.chmod(mode)
+        log.info("made %s private (mode %o, was %o)", path, mode, current)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped (``\\x1b``), safe to print to a terminal.
+
+    Delivery ids, event names and errors in the journal came from headers no signature covers or from handlers.
+    exceptions: printed raw, an escape sequence in one could clear or rewrite the operator's screen.
+    """
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
 def deliveries(settings: Settings, args: argparse.Namespace) -> int:
@@ -157,12 +193,12 @@ def deliveries(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         ids, problems = resolve_ids(path, args.ids)
         for problem in problems:
-            print(f"not queued {problem}", file=sys.stderr)
+            print(f"not queued {printable(problem)}", file=sys.stderr)
         queued = requeue(path, ids, all_failed=args.all_failed)
         for key in queued:
-            print(f"queued {key}")
+            print(f"queued {printable(key)}")
         for key in sorted(set(ids) - set(queued)):
-            print(f"not queued {key}: no failed delivery with this id", file=sys.stderr)
+            print(f"not queued {printable(key)}: no failed delivery with this id", file=sys.stderr)
         print(f"{len(queued)} queued again; a running `hookbot serve` picks them up within a second")
         return 0 if queued or args.all_failed else 1
     rows = recent_deliveries(path, failed_only=args.failed, limit=args.limit)
@@ -186,16 +222,18 @@ def deliveries_table(rows: Sequence[JournalRow]) -> str:
     header = ("RECEIVED", "ID", "EVENT", "REPOSITORY", "STATE", "ATTEMPTS", "LAST ERROR")
     table = [header]
     for row in rows:
+        # Every field a sender chose (ids, event names, the payload's action and repository, error text quoting
+        # them) is escaped: a terminal must not run a control sequence hidden in a delivery.
         event = f"{row.event}.{row.action}" if row.action else row.event
         table.append(
             (
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.received_at)),
-                short_id(row.delivery_id),
-                event,
-                row.repository or "-",
+                printable(short_id(row.delivery_id)),
+                printable(event),
+                printable(row.repository or "-"),
                 row.state,
                 str(row.attempts),
-                " ".join((row.error or "").split()),
+                printable(row.error or ""),
             )
         )
     widths = [max(len(line[column]) for line in table) for column in range(len(header) - 1)]
@@ -295,6 +333,7 @@ def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: 
     from bot.server import create_app, create_metrics_app
     from bot.server_limits import AcceptErrorLog, connection_cap, raise_open_files_limit, run_until_signalled, serve_app
 
+    keep_files_private()
     open_files = raise_open_files_limit()
 
     secrets = webhook_secrets(settings)

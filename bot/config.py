@@ -229,7 +229,13 @@ def _core_sections() -> tuple[Section, ...]:
                     None,
                     "which plugins run; unset: the built-ins (another installed plugin runs only when named here)",
                 ),
-                Setting("state_dir", "path", Path(".hookbot"), "where local state lives", env="HOOKBOT_STATE_DIR"),
+                Setting(
+                    "state_dir",
+                    "path",
+                    Path(".hookbot"),
+                    "where local state lives; `serve` keeps it private (the dir 0700, its files 0600)",
+                    env="HOOKBOT_STATE_DIR",
+                ),
                 Setting(
                     "dry_run",
                     "bool",
