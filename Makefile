@@ -5,17 +5,21 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint bench clean test-container
 
-$(BIN)/.installed: pyproject.toml
+# The example plugin is installed too (not named in any config, so it does not run): the tests then prove that an
+# installed third-party plugin changes nothing until it is named, and examples/labeler's own test keeps the
+# plugin contract honest.
+$(BIN)/.installed: pyproject.toml examples/labeler/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/labeler
 	touch $@
 
 run: $(BIN)/.installed
 	$(BIN)/hookbot serve
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check bot handlers tests bench
+	$(BIN)/ruff check bot handlers tests bench examples
 	$(BIN)/mypy
 
 test: lint
@@ -26,13 +30,14 @@ test: lint
 test-container: $(BIN)/.installed
 	$(BIN)/python -m tests.container.run
 
-# A benchmark, not a test: CI never runs it. It installs wrk (apt) and the `fast` extra, matplotlib and py-spy
-# into the venv, then measures bare aiohttp and a bedevere-style peer against `hookbot serve` and rewrites
-# BENCHMARKS.md's table.
+# A benchmark, not a test: CI never runs it. It installs wrk (apt), the `fast` extra, matplotlib and py-spy into the
+# venv, and the Node.js peers (Probot, @octokit/webhooks) into bench/node when Node.js is there, then measures
+# them, a bare aiohttp handler and a bedevere-style peer beside `hookbot serve`, and rewrites BENCHMARKS.md's table.
 # BENCH_ARGS passes options through, e.g. BENCH_ARGS="--rounds 1 --duration 5" or "--breakdown".
 bench: $(BIN)/.installed
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m pip install --quiet -e '.[test,fast]' matplotlib py-spy
+	if command -v npm >/dev/null; then npm ci --prefix bench/node --no-audit --no-fund --silent; fi
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:

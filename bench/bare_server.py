@@ -23,7 +23,8 @@ def new_loop(use_uvloop: bool) -> asyncio.AbstractEventLoop:
     if use_uvloop:
         import uvloop
 
-        return uvloop.new_event_loop()
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
     return asyncio.new_event_loop()
 
 

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 
 import orjson
-from run import thread_cpu_seconds  # bench/run.py, beside this script
+from servers import thread_cpu_seconds  # bench/servers.py, beside this script
 
 from bot.config import load_settings
 from bot.github_webhook import delivery_from_github, verify_signature

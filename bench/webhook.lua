@@ -1,26 +1,37 @@
--- wrk script: POST one signed GitHub delivery, a new X-GitHub-Delivery id on every request.
--- The HMAC covers only the body, so the body and its signature stay constant while the id (what dedupe keys
--- on) changes. Arguments after `--`: body file, X-Hub-Signature-256 value, delivery id prefix, event name.
+-- wrk script: POST distinct, genuinely signed GitHub deliveries, one pool record per request.
+-- The pool (bench/load.py) is a file of fixed-size records: X-Hub-Signature-256 value, then the body it signs.
+-- Every request reads the next record and carries a new X-GitHub-Delivery id, so no body and no id repeats
+-- (hookbot de-duplicates on both). Arguments after `--`: pool file, record size, signature size, first record,
+-- records in the pool, delivery id prefix, event name.
 
+local pool, record_bytes, signature_bytes, next_record, records
 local counter = 0
 local prefix = "bench"
 
 function init(args)
-  local file = assert(io.open(args[1], "rb"))
-  wrk.body = file:read("*a")
-  file:close()
+  pool = assert(io.open(args[1], "rb"))
+  record_bytes = tonumber(args[2])
+  signature_bytes = tonumber(args[3])
+  next_record = tonumber(args[4])
+  records = tonumber(args[5])
+  prefix = args[6]
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["User-Agent"] = "GitHub-Hookshot/bench"
-  wrk.headers["X-Hub-Signature-256"] = args[2]
-  prefix = args[3]
-  wrk.headers["X-GitHub-Event"] = args[4] or "issues"
+  wrk.headers["X-GitHub-Event"] = args[7] or "issues"
+  pool:seek("set", (next_record % records) * record_bytes)
 end
 
 function request()
+  if next_record % records == 0 then
+    pool:seek("set", 0)
+  end
+  local record = pool:read(record_bytes)
+  next_record = next_record + 1
   counter = counter + 1
+  wrk.headers["X-Hub-Signature-256"] = record:sub(1, signature_bytes)
   wrk.headers["X-GitHub-Delivery"] = prefix .. "-" .. counter
-  return wrk.format()
+  return wrk.format(nil, nil, nil, record:sub(signature_bytes + 1))
 end
 
 -- One JSON line the harness parses: totals, errors and the latency percentiles (microseconds).

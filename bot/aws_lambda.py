@@ -10,10 +10,12 @@ One function takes every shape the chain sends it:
   the ingress, checked exactly as ``POST /webhook`` checks, and answered with a ``statusCode``. With
   ``[relay] topic_arn`` set this is the relay that publishes to the topic.
 
-A record that fails raises, so that SNS or S3 retries and then sends it to the dead-letter queue; a delivery
-already handled is skipped. The Runtime (GitHub client, installation tokens, certificate cache, dedupe memory)
-is built on the first invocation and reused by warm ones; each invocation runs in its own ``asyncio.run`` loop and
-closes what is bound to that loop when it ends.
+Every check is the shared ingress pipeline's (bot/ingress.py), as at the server's doors. A record that fails
+raises, so that SNS or S3 retries and then sends it to the dead-letter queue; a delivery already handled is
+skipped; an event of no known shape (an array, a string, records of another source) is one logged refusal and
+a normal return, since retrying cannot help it. The Runtime (GitHub client, installation tokens, certificate
+cache, dedupe memory) is built on the first invocation and reused by warm ones; each invocation runs in its own
+``asyncio.run`` loop and closes what is bound to that loop when it ends.
 
 Importing this module costs next to nothing (only the standard library): aiohttp, gidgethub, cryptography and
 boto3 load on the first invocation, and boto3 only when something publishes or a handler asks for a client.
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bot.delivery import Delivery
+    from bot.ingress import Answer
     from bot.runtime import Runtime
 
 log = logging.getLogger("hookbot.lambda")
@@ -63,8 +66,22 @@ def _body(event: Event) -> bytes:
     return str(body).encode("utf-8")
 
 
-def _answer(status: int, document: Mapping[str, Any]) -> Response:
-    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(document)}
+def _answer(answer: Answer) -> Response:
+    return {
+        "statusCode": answer.status,
+        "headers": {"Content-Type": "application/json", **answer.headers},
+        "body": json.dumps(answer.document),
+    }
+
+
+def _source_ip(event: Event) -> str | None:
+    context = event.get("requestContext")
+    http = context.get("http") if isinstance(context, Mapping) else None
+    identity = context.get("identity") if isinstance(context, Mapping) else None
+    for part in (http, identity):
+        if isinstance(part, Mapping) and isinstance(part.get("sourceIp"), str):
+            return str(part["sourceIp"])
+    return None
 
 
 def _records(event: Event, source_key: str, source: str) -> list[Mapping[str, Any]] | None:
@@ -82,63 +99,68 @@ def is_http_event(event: Event) -> bool:
     return isinstance(event.get("requestContext"), Mapping) and ("headers" in event or "body" in event)
 
 
+def _shape(event: object) -> str:
+    """A few words on an event of no known shape, for its refusal line (never the event itself: it may be big)."""
+    if isinstance(event, Mapping):
+        return "an object with keys " + ", ".join(sorted(str(key) for key in event)[:10])
+    return f"a JSON {type(event).__name__}"
+
+
 class LambdaEntry:
-    """The Lambda entry bound to one Runtime; the module-level :func:`handler` uses one built from the environment."""
+    """The Lambda entry bound to one Runtime; the module-level :func:`handler` uses one built from the environment.
+
+    Every check is the shared ingress pipeline's (bot/ingress.py); this class only translates Lambda's event
+    shapes into headers and bodies and the pipeline's answers back.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+        from bot.ingress import Ingress
+        from bot.logs import RefusalLog
 
-    def __call__(self, event: Event, context: object = None) -> Response:
+        self.runtime = runtime
+        # A warm instance keeps its refusal log across invocations, so a flood of forged requests is summarised
+        # instead of logged one by one, as on the server. No timer: each invocation has its own event loop.
+        self.ingress = Ingress(runtime, self.dispatch, RefusalLog(log, timer=False))
+
+    def __call__(self, event: object, context: object = None) -> Response:
         return asyncio.run(self.handle(event))
 
-    async def handle(self, event: Event) -> Response:
+    async def handle(self, event: object) -> Response:
         try:
-            if is_http_event(event):
-                return await self.handle_http(event)
-            sns_records = _records(event, "EventSource", "aws:sns")
-            if sns_records is not None:
-                return await self.handle_sns(sns_records)
-            if _records(event, "eventSource", "aws:s3") is not None:
-                from bot.s3_events import deliveries_from_s3_notification
+            if isinstance(event, Mapping):
+                if is_http_event(event):
+                    return await self.handle_http(event)
+                sns_records = _records(event, "EventSource", "aws:sns")
+                if sns_records is not None:
+                    return await self.handle_sns(sns_records)
+                if _records(event, "eventSource", "aws:s3") is not None:
+                    from bot.s3_events import deliveries_from_s3_notification
 
-                return await self.run(deliveries_from_s3_notification(dict(event), source="lambda-s3"))
-            log.error("event refused: not SNS, S3 or an HTTP request", extra={"fields": {"keys": sorted(event)}})
-            raise RecordsFailed("event is not an SNS, S3 or HTTP (Function URL / API Gateway) event")
+                    return await self.run(deliveries_from_s3_notification(dict(event), source="lambda-s3"))
+            # Retrying cannot make an unknown shape known: one line, and a normal return (no retry, no traceback).
+            reason = f"event is not SNS records, S3 records or an HTTP request: {_shape(event)}"
+            self.ingress.refusals.refused(400, reason, None, {"status": 400})
+            return {"refused": reason}
         finally:
+            self.ingress.refusals.flush_if_due()
             await self.runtime.close()
 
     async def handle_sns(self, records: list[Mapping[str, Any]]) -> Response:
         """Check every record before acting on any: a forged record fails the invocation with nothing done."""
-        from bot.github_webhook import WebhookError
-        from bot.sns import NOTIFICATION, SnsError, parse_message
-        from bot.sns_delivery import deliveries_from_notification
-        from bot.sns_fetch import verified_message
+        from bot.ingress import Refusal
 
-        runtime = self.runtime
         deliveries: list[Delivery] = []
         for record in records:
             try:
-                if runtime.settings.sns.verify_in_lambda:
-                    message = await verified_message(record.get("Sns"), runtime.sns_verifier, runtime.sns_fetcher)
-                else:
-                    message = parse_message(record.get("Sns"))
-                    runtime.sns_verifier.check_topic(message)
-                if message.type != NOTIFICATION:
-                    log.info("SNS %s ignored: Lambda subscriptions need no confirmation", message.type)
-                    continue
-                deliveries += deliveries_from_notification(
-                    message,
-                    secrets=runtime.secrets,
-                    require_github_signature=runtime.settings.sns.require_github_signature,
-                    source="lambda-sns",
+                deliveries += await self.ingress.sns_record(record.get("Sns"))
+            except Refusal as refusal:
+                self.ingress.refusals.refused(
+                    refusal.status,
+                    f"SNS record: {refusal.reason}",
+                    None,
+                    {"status": refusal.status, "subscription": record.get("EventSubscriptionArn")},
                 )
-            except (SnsError, WebhookError) as exc:
-                log.warning(
-                    "refused SNS record: %s",
-                    exc.reason,
-                    extra={"fields": {"status": exc.status, "subscription": record.get("EventSubscriptionArn")}},
-                )
-                raise RecordsFailed(f"SNS record refused ({exc.status}): {exc.reason}") from None
+                raise RecordsFailed(f"SNS record refused ({refusal.status}): {refusal.reason}") from None
         return await self.run(deliveries)
 
     async def run(self, deliveries: list[Delivery]) -> Response:
@@ -156,75 +178,29 @@ class LambdaEntry:
             raise RecordsFailed(f"handlers failed for {', '.join(failed)}; the event will be retried")
         return {"deliveries": summary}
 
-    async def handle_http(self, event: Event) -> Response:
-        """A GitHub delivery over a Function URL / API Gateway: the same checks and status codes as /webhook."""
-        from bot.github_webhook import WebhookError, delivery_from_github, verify_signature
-        from bot.relay import RelayError
+    async def dispatch(self, delivery: Delivery) -> Answer:
+        """What a Function URL does with a verified delivery: run the handlers now and answer with the outcome."""
+        from bot.ingress import dispatch_answer
 
-        runtime = self.runtime
-        settings = runtime.settings
+        return dispatch_answer(delivery, await self.runtime.dispatcher.dispatch(delivery))
+
+    async def handle_http(self, event: Event) -> Response:
+        """A GitHub delivery over a Function URL / API Gateway: the same pipeline as ``POST /webhook``."""
+        from bot.ingress import Refusal
+
+        ingress = self.ingress
         headers = _headers(event)
-        if _method(event) != "POST":
-            return self._refuse(405, f"method {_method(event) or '?'} is not POST", headers)
+        method = _method(event)
+        remote = _source_ip(event)
         try:
+            if method != "POST":
+                raise Refusal(405, f"method {method or '?'} is not POST")
             body = _body(event)
         except ValueError:  # binascii.Error, non-ASCII base64 text, or text that cannot be UTF-8 (lone surrogates)
-            return self._refuse(400, "body is not valid base64 or UTF-8", headers)
-        if len(body) > settings.server.max_body_bytes:
-            return self._refuse(
-                413, f"body of {len(body)} bytes is over the {settings.server.max_body_bytes} limit", headers
-            )
-        signature_256 = headers.get("x-hub-signature-256")
-        try:
-            verify_signature(
-                body,
-                signature_256=signature_256,
-                signature_sha1=headers.get("x-hub-signature"),
-                secrets=runtime.secrets,
-                allow_sha1=settings.github.allow_sha1,
-            )
-            delivery = delivery_from_github(
-                body,
-                event=headers.get("x-github-event"),
-                delivery_id=headers.get("x-github-delivery"),
-                content_type=headers.get("content-type"),
-                source="function-url",
-            )
-        except WebhookError as exc:
-            return self._refuse(exc.status, exc.reason, headers)
-        if delivery.event == "ping":
-            return _answer(200, {"ok": True, "zen": delivery.payload.get("zen")})
-        if runtime.relay is not None:
-            try:
-                message_id = await runtime.relay.publish(delivery, signature_256)
-            except RelayError as exc:
-                return self._refuse(exc.status, exc.reason, headers)
-            if not settings.relay.also_handle:
-                return _answer(
-                    200, {"delivery": delivery.delivery_id, "status": "relayed", "sns_message_id": message_id}
-                )
-        result = await runtime.dispatcher.dispatch(delivery)
-        if result.duplicate:
-            return _answer(200, {"delivery": delivery.delivery_id, "status": "already handled"})
-        if not result.ok:
-            failed = [outcome.handler for outcome in result.outcomes if outcome.status == "failed"]
-            return _answer(500, {"delivery": delivery.delivery_id, "status": "failed", "handlers": failed})
-        return _answer(200, {"delivery": delivery.delivery_id, "status": "handled", "actions": result.actions})
-
-    @staticmethod
-    def _refuse(status: int, reason: str, headers: Mapping[str, str]) -> Response:
-        log.warning(
-            "refused delivery: %s",
-            reason,
-            extra={
-                "fields": {
-                    "status": status,
-                    "event": headers.get("x-github-event"),
-                    "github_delivery": headers.get("x-github-delivery"),
-                }
-            },
-        )
-        return _answer(status, {"error": reason})
+            return _answer(ingress.refuse(Refusal(400, "body is not valid base64 or UTF-8"), headers, remote))
+        except Refusal as refusal:
+            return _answer(ingress.refuse(refusal, headers, remote))
+        return _answer(await ingress.github(headers, body, source="function-url", remote=remote))
 
 
 _entry: LambdaEntry | None = None
@@ -245,6 +221,6 @@ def _default_entry() -> LambdaEntry:
         return _entry
 
 
-def handler(event: Event, context: object) -> Response:
+def handler(event: object, context: object) -> Response:
     """What Lambda calls (set the function's handler to ``bot.aws_lambda.handler``)."""
     return _default_entry()(event, context)

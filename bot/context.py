@@ -1,18 +1,13 @@
-"""What a handler gets besides the event and the GitHub client.
-
-Handlers never read HTTP requests or environment variables: everything they may depend on arrives here.
-"""
+"""What one delivery's handlers did (or, in dry-run, would have done), and which of a plugin's steps are done."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from bot.delivery import Delivery
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bot.aws import AwsClients
+    from bot.dedupe import DedupeStore
 
 
 @dataclass(slots=True)
@@ -30,14 +25,20 @@ class ActionLog:
         logging.getLogger("hookbot.actions").info(line, extra={"fields": {"dry_run": self.dry_run}})
 
 
-@dataclass(slots=True)
-class HandlerContext:
-    """Per-delivery, per-plugin context passed to every handler after ``(event, gh)``."""
+@dataclass(frozen=True, slots=True)
+class StepMarks:
+    """Which named steps of one plugin have already succeeded for one delivery.
 
-    delivery: Delivery
-    config: Any
-    log: logging.Logger
-    dry_run: bool
-    aws: AwsClients
-    actions: ActionLog
-    bot_login: str | None = None
+    The dispatcher remembers a plugin's success under ``<delivery>/<plugin>``, so a retry runs only the plugins
+    that failed; a plugin that does several independent things (exec runs several hooks) marks each one under
+    ``<delivery>/<plugin>/<step>`` in the same de-dup store, so a retry runs only the steps that failed.
+    """
+
+    store: DedupeStore
+    prefix: str  # "<delivery id>/<plugin>"
+
+    async def done(self, step: str) -> bool:
+        return await self.store.is_done(f"{self.prefix}/{step}")
+
+    async def mark_done(self, step: str) -> None:
+        await self.store.mark_done(f"{self.prefix}/{step}")

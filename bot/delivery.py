@@ -7,12 +7,28 @@ cannot tell, and need not care, whether the event came over HTTP, through SNS, f
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 S3_EVENT = "s3"  # the event name of deliveries made from S3 notifications (bot.s3_events)
 WILDCARD = "*"  # an event filter (and a gidgethub route, see bot/dispatch.py) that matches every delivery
+
+class Refusal(Exception):
+    """A request refused at a door: ``status`` is the HTTP answer and ``reason`` the one log line saying why.
+
+    The one exception type of every check (GitHub signature and payload, SNS message, relay), so each door
+    turns any of them into the same answer: a status code, a short JSON error, a rate-limited log line.
+    ``retry_after`` (seconds) is set when trying again later can succeed (a certificate that could not be
+    fetched, a busy relay) and becomes a ``Retry-After`` header.
+    """
+
+    def __init__(self, status: int, reason: str, *, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
 
 Source = Literal["github-http", "sns-http", "lambda-sns", "lambda-s3", "function-url", "replay"]
 
@@ -34,16 +50,11 @@ class Delivery:
 
     @property
     def action(self) -> str | None:
-        action = self.payload.get("action")
-        return action if isinstance(action, str) else None
+        return action_of(self.payload)
 
     @property
     def repository(self) -> str | None:
-        repo = self.payload.get("repository")
-        if isinstance(repo, dict):
-            name = repo.get("full_name")
-            return name if isinstance(name, str) else None
-        return None
+        return repository_of(self.payload)
 
     @property
     def installation_id(self) -> int | None:
@@ -59,8 +70,33 @@ class Delivery:
 
     def describe(self) -> str:
         """``issues.opened`` style name used in logs and config filters."""
-        return f"{self.event}.{self.action}" if self.action else self.event
+        return describe(self.event, self.action)
 
     def matches(self, names: Iterable[str]) -> bool:
         """True when one of a config's event filters names this delivery: ``*``, ``push`` or ``issues.opened``."""
-        return any(name in (WILDCARD, self.event, self.describe()) for name in names)
+        return matches(self.event, self.action, names)
+
+
+# Shared with bot.plugin.Event, the view of a delivery that plugins get.
+
+
+def action_of(payload: Mapping[str, Any]) -> str | None:
+    action = payload.get("action")
+    return action if isinstance(action, str) else None
+
+
+def repository_of(payload: Mapping[str, Any]) -> str | None:
+    """``owner/name`` of the payload's repository, if it has one."""
+    repo = payload.get("repository")
+    if isinstance(repo, Mapping):
+        name = repo.get("full_name")
+        return name if isinstance(name, str) else None
+    return None
+
+
+def describe(event: str, action: str | None) -> str:
+    return f"{event}.{action}" if action else event
+
+
+def matches(event: str, action: str | None, names: Iterable[str]) -> bool:
+    return any(name in (WILDCARD, event, describe(event, action)) for name in names)

@@ -10,25 +10,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gidgethub import sansio
-from gidgethub.routing import Router
 
 from bot.aws import AwsClients
-from bot.context import ActionLog, HandlerContext
+from bot.context import ActionLog, StepMarks
 from bot.dedupe import DedupeStore
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
+from bot.plugin import Context, Event
 from bot.plugins import Plugin
+from bot.repo_config import OFF
+
+if TYPE_CHECKING:
+    from bot.repo_config_loader import RepoConfigs
 
 log = logging.getLogger("hookbot.dispatch")
 
 
 Status = Literal["ok", "failed", "skipped"]
+REPORT_KEY = "hookbot-config"  # the dedupe key suffix that says a delivery's config check run was made
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,40 +66,69 @@ class Dispatcher:
         dedupe: DedupeStore,
         aws: AwsClients,
         dry_run: bool,
+        repo_configs: RepoConfigs | None = None,
     ) -> None:
         self.plugins = list(plugins)
         self.github = github
         self.dedupe = dedupe
         self.aws = aws
         self.dry_run = dry_run
+        self.repo_configs = repo_configs
+
+    def routes(self, event: Event) -> list[tuple[Plugin, list[Callable[..., Awaitable[None]]]]]:
+        """Each loaded plugin with its handlers for ``event`` (none for a plugin that does not want it)."""
+        every = sansio.Event(event.data, event=WILDCARD, delivery_id=event.delivery_id)
+        return [(plugin, plugin.callbacks(event, every)) for plugin in self.plugins]
+
+    def wants(self, delivery: Delivery) -> bool:
+        """Whether any loaded plugin has a handler for the delivery's event and action (that it wants), or the
+        delivery is a push that changes a repository's config (it gets a check run).
+
+        Many webhooks send everything and GitHub Apps get floods of check and workflow events: a delivery nobody
+        wants is answered at the door, without the journal or de-duplication.
+        """
+        if any(callbacks for _, callbacks in self.routes(Event(delivery))):
+            return True
+        from bot.repo_config_loader import touches_config
+
+        return self.repo_configs is not None and touches_config(delivery)
 
     async def dispatch(self, delivery: Delivery) -> DispatchResult:
         """Run every enabled plugin on ``delivery`` once; never raises for a handler's failure."""
         token = current_delivery.set(delivery.delivery_id)
         try:
             result = DispatchResult(delivery.delivery_id)
+            event = Event(delivery)
+            routes = self.routes(event)
+            config_pushed = self.repo_configs is not None and self.repo_configs.note_push(delivery)
+            if not config_pushed and not any(callbacks for _, callbacks in routes):
+                # Wanted by no plugin (GitHub sends many kinds of events): nothing to claim, remember, or ask
+                # GitHub; the same answer however often it comes.
+                result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
+                return result
             if not await self.dedupe.claim(delivery.delivery_id):
                 result.duplicate = True
                 log.info("delivery already handled or in progress; skipped", extra={"fields": _fields(delivery)})
                 return result
             actions = ActionLog(dry_run=self.dry_run)
-            event = sansio.Event(delivery.payload, event=delivery.event, delivery_id=delivery.delivery_id)
-            every = sansio.Event(delivery.payload, event=WILDCARD, delivery_id=delivery.delivery_id)
-            routes = [(plugin, callbacks_for(plugin.router, event, every)) for plugin in self.plugins]
-            if any(callbacks for _, callbacks in routes):
-                try:
-                    gh = await self.github.for_installation(delivery.installation_id, actions)
-                    # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
-                    bot_login = await self.github.bot_login() if delivery.from_github else None
-                except Exception as exc:
-                    await self.dedupe.release(delivery.delivery_id)
-                    log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
-                    result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
-                    return result
-                result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login)
-            else:
-                # An event no plugin handles (GitHub sends many kinds) needs no GitHub client, token or task.
-                result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
+            try:
+                gh = await self.github.for_installation(delivery.installation_id, actions)
+                # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
+                bot_login = await self.github.bot_login() if delivery.from_github else None
+            except Exception as exc:
+                await self.dedupe.release(delivery.delivery_id)
+                log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
+                result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
+                return result
+            try:
+                configs = await self._repository_configs(gh, delivery, config_pushed)
+            except Exception as exc:
+                # Applying the server's config instead could undo what the repository switched off: retry later.
+                await self.dedupe.release(delivery.delivery_id)
+                log.exception("cannot read the repository's config", extra={"fields": _fields(delivery)})
+                result.outcomes.append(Outcome("repo-config", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
+                return result
+            result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login, configs)
             result.actions = actions.lines
             if result.ok:
                 await self.dedupe.mark_done(delivery.delivery_id)
@@ -102,20 +136,49 @@ class Dispatcher:
                 for outcome in result.outcomes:
                     if outcome.status == "ok":
                         await self.dedupe.forget(f"{delivery.delivery_id}/{outcome.handler}")
+                if config_pushed:
+                    await self.dedupe.forget(f"{delivery.delivery_id}/{REPORT_KEY}")
             else:
                 await self.dedupe.release(delivery.delivery_id)
             return result
         finally:
             current_delivery.reset(token)
 
+    async def _repository_configs(self, gh: Any, delivery: Delivery, config_pushed: bool) -> Mapping[str, Any]:
+        """Each plugin's config for the delivery's repository (.github/hookbot.yml under the server's ceiling).
+
+        Empty (every plugin keeps the server's config) for deliveries about no repository, such as S3 uploads.
+        On a push that changed the file, the verdict also goes on the pushed commit as a check run, once.
+        """
+        if self.repo_configs is None or not delivery.from_github or delivery.repository is None:
+            return {}
+        resolution = await self.repo_configs.resolve(gh, delivery.repository)
+        if resolution.error is not None:
+            log.warning(
+                "repository config ignored, the server's config applies: %s",
+                resolution.error,
+                extra={"fields": _fields(delivery)},
+            )
+        report_key = f"{delivery.delivery_id}/{REPORT_KEY}"
+        if config_pushed and not await self.dedupe.is_done(report_key):
+            try:
+                await self.repo_configs.report(gh, delivery, resolution)
+                await self.dedupe.mark_done(report_key)
+            except Exception:
+                log.warning(
+                    "cannot report the repository config's check", exc_info=True, extra={"fields": _fields(delivery)}
+                )
+        return resolution.configs
+
     async def _run_plugins(
         self,
         routes: list[tuple[Plugin, list[Callable[..., Awaitable[None]]]]],
-        event: sansio.Event,
+        event: Event,
         gh: object,
         delivery: Delivery,
         actions: ActionLog,
         bot_login: str | None,
+        configs: Mapping[str, Any],
     ) -> list[Outcome]:
         """Run the plugins that have callbacks for this event side by side; the rest are skipped without a task.
 
@@ -125,8 +188,9 @@ class Dispatcher:
         outcomes: list[Outcome | None] = []
         runs: list[Coroutine[object, object, Outcome]] = []
         for plugin, callbacks in routes:
-            if callbacks:
-                runs.append(self._run_plugin(plugin, callbacks, event, gh, delivery, actions, bot_login))
+            config = configs.get(plugin.name, plugin.config)
+            if callbacks and config is not OFF:
+                runs.append(self._run_plugin(plugin, config, callbacks, event, gh, delivery, actions, bot_login))
                 outcomes.append(None)
             else:
                 outcomes.append(Outcome(plugin.name, "skipped", 0.0))
@@ -136,8 +200,9 @@ class Dispatcher:
     async def _run_plugin(
         self,
         plugin: Plugin,
+        config: Any,
         callbacks: list[Callable[..., Awaitable[None]]],
-        event: sansio.Event,
+        event: Event,
         gh: object,
         delivery: Delivery,
         actions: ActionLog,
@@ -146,14 +211,14 @@ class Dispatcher:
         key = f"{delivery.delivery_id}/{plugin.name}"
         if await self.dedupe.is_done(key):
             return Outcome(plugin.name, "skipped", 0.0)
-        ctx = HandlerContext(
-            delivery=delivery,
-            config=plugin.config,
+        ctx = Context(
+            config=config,
             log=plugin.log,
             dry_run=self.dry_run,
             aws=self.aws,
             actions=actions,
             bot_login=bot_login,
+            steps=StepMarks(self.dedupe, key),
         )
         started = time.perf_counter()
         try:
@@ -169,16 +234,6 @@ class Dispatcher:
         await self.dedupe.mark_done(key)
         log.info("handler finished", extra={"fields": _fields(delivery, outcome)})
         return outcome
-
-
-def callbacks_for(router: Router, event: sansio.Event, every: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
-    """The router's callbacks for ``event``, plus those registered for ``"*"`` (``every``: the same event under
-    that name; every event goes to them, e.g. audit).
-
-    Sorted by name so that a plugin's handlers run in a stable order (gidgethub returns a set).
-    """
-    found = router.fetch(event) | router.fetch(every)
-    return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
 
 
 def _ms(started: float) -> float:

@@ -8,28 +8,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
 
-from bot.delivery import Delivery, Source
+from bot.delivery import Delivery, Refusal, Source
 
-
-class WebhookError(Exception):
-    """A delivery refused; ``status`` is the HTTP answer and the message is the one log line saying why."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
+# GitHub's event names: lower-case words joined by underscores (``projects_v2_item``). Anything else in
+# X-GitHub-Event (which no signature covers) is refused, so an event name is never free text in a log,
+# a journal row or a metric label.
+EVENT_NAME = re.compile(r"[a-z0-9_]{1,64}")
+# ``re`` classes without the ASCII flag still match only these ASCII digits and letters: a signature value
+# with any other character never reaches hmac.compare_digest, which raises TypeError on non-ASCII text.
+_HEX_DIGEST = {"sha256": re.compile(r"[0-9a-f]{64}"), "sha1": re.compile(r"[0-9a-f]{40}")}
 
 def _matches(body: bytes, signature: str, prefix: str, digest: str, secrets: Sequence[bytes]) -> bool:
     if not signature.startswith(prefix):
         return False
     given = signature[len(prefix) :].strip().lower()
+    if not _HEX_DIGEST[digest].fullmatch(given):
+        return False
     # Every secret is tried even after a match so the time taken does not reveal which one matched.
     found = False
     for secret in secrets:
@@ -46,24 +47,40 @@ def verify_signature(
     secrets: Sequence[bytes],
     allow_sha1: bool = False,
 ) -> None:
-    """Raise :class:`WebhookError` (401) unless the body carries a valid HMAC for one of ``secrets``.
+    """Raise :class:`Refusal` (401) unless the body carries a valid HMAC for one of ``secrets``.
 
     Several secrets are accepted at once so that a secret can be rotated without dropping deliveries.
     SHA-1 signatures are only good enough for old GitHub Enterprise servers, so they need an explicit opt-in.
     """
     if not secrets:
-        raise WebhookError(401, "no webhook secret is configured; refusing every delivery")
+        raise Refusal(401, "no webhook secret is configured; refusing every delivery")
     if signature_256:
         if _matches(body, signature_256, "sha256=", "sha256", secrets):
             return
-        raise WebhookError(401, "X-Hub-Signature-256 does not match the body for any configured secret")
+        raise Refusal(401, "X-Hub-Signature-256 does not match the body for any configured secret")
     if signature_sha1:
         if not allow_sha1:
-            raise WebhookError(401, "only a sha1 X-Hub-Signature was sent; set [github] allow_sha1 = true to accept it")
+            raise Refusal(401, "only a sha1 X-Hub-Signature was sent; set [github] allow_sha1 = true to accept it")
         if _matches(body, signature_sha1, "sha1=", "sha1", secrets):
             return
-        raise WebhookError(401, "X-Hub-Signature (sha1) does not match the body for any configured secret")
-    raise WebhookError(401, "X-Hub-Signature-256 header is missing")
+        raise Refusal(401, "X-Hub-Signature (sha1) does not match the body for any configured secret")
+    raise Refusal(401, "X-Hub-Signature-256 header is missing")
+
+
+def well_formed(signature: str, digest: str) -> bool:
+    """True when ``signature`` is ``sha256=<64 hex digits>`` (or ``sha1=<40>``): worth reading a body for."""
+    prefix = digest + "="
+    given = signature[len(prefix) :].strip().lower()
+    return signature.startswith(prefix) and bool(_HEX_DIGEST[digest].fullmatch(given))
+
+
+def check_event_name(event: str | None) -> str:
+    """The X-GitHub-Event value when it is one GitHub could send; a 400 :class:`Refusal` otherwise."""
+    if not event:
+        raise Refusal(400, "X-GitHub-Event header is missing")
+    if not EVENT_NAME.fullmatch(event):
+        raise Refusal(400, "X-GitHub-Event is not an event name (1 to 64 of a-z, 0-9 and _)")
+    return event
 
 
 def sign(body: bytes, secret: bytes) -> str:
@@ -87,19 +104,19 @@ def parse_payload(body: bytes, content_type: str | None) -> dict[str, Any]:
         try:
             form = parse_qs(body.decode("utf-8"), strict_parsing=True, max_num_fields=4)
         except (UnicodeDecodeError, ValueError) as exc:
-            raise WebhookError(400, f"form body is not valid: {exc}") from None
+            raise Refusal(400, f"form body is not valid: {exc}") from None
         values = form.get("payload")
         if not values:
-            raise WebhookError(400, "form body has no payload= field")
+            raise Refusal(400, "form body has no payload= field")
         raw = values[0]
     elif mime != "application/json":
-        raise WebhookError(400, f"content type {mime!r} is not application/json or form-encoded")
+        raise Refusal(400, f"content type {mime!r} is not application/json or form-encoded")
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise WebhookError(400, f"body is not valid JSON: {exc}") from None
+        raise Refusal(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
-        raise WebhookError(400, "body is JSON but not an object")
+        raise Refusal(400, "body is JSON but not an object")
     return payload
 
 
@@ -112,8 +129,7 @@ def delivery_from_github(
     source: Source,
 ) -> Delivery:
     """Build a Delivery from a body whose signature has already been checked."""
-    if not event:
-        raise WebhookError(400, "X-GitHub-Event header is missing")
+    event = check_event_name(event)
     payload = parse_payload(body, content_type)
     if not delivery_id:
         # GitHub always sends one; a hand-made request without it still de-duplicates by content.

@@ -34,6 +34,7 @@ import orjson
 from bot.delivery import S3_EVENT, Delivery, Source
 from bot.dispatch import DispatchResult
 from bot.github import backoff_seconds
+from bot.github_events import event_label
 from bot.github_webhook import parse_payload, stored_body_type
 from bot.logs import current_delivery
 from bot.metrics import DELIVERIES_PROCESSED, JOURNAL_BATCH
@@ -538,7 +539,7 @@ class JournalInbox:
             )
         )
         self._scheduled.discard(key)  # only after the commit: the poll finds it again once due
-        DELIVERIES_PROCESSED.labels(event, "retry").inc()
+        DELIVERIES_PROCESSED.labels(event_label(event), "retry").inc()
 
     async def _finish(
         self, key: str, state: str, error: str | None, *, event: str = "-", outcome: str | None = None
@@ -557,7 +558,7 @@ class JournalInbox:
             log.error("could not record delivery %s as %s; it runs again at the next start", key, state)
             return
         self._forget(key)
-        DELIVERIES_PROCESSED.labels(event, outcome).inc()
+        DELIVERIES_PROCESSED.labels(event_label(event), outcome).inc()
 
     async def stop(self, grace: float) -> None:
         """Stop taking work, give running handlers ``grace`` seconds, leave everything else in the journal."""

@@ -122,7 +122,8 @@ class RefusalLog:
 
     A forged-delivery flood must not turn into a log flood: past the burst, refusals are only counted (by status,
     and by source up to ``max_sources`` distinct ones, so memory stays flat whatever the sources), and one
-    summary line per window reports them.
+    summary line per window reports them. ``timer=False`` is for a caller whose event loop does not outlive a
+    call (Lambda): it calls :meth:`flush_if_due` instead, and the next refusal after a window also flushes.
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class RefusalLog:
         window: float = 60.0,
         max_sources: int = 10,
         clock: Callable[[], float] = time.monotonic,
+        timer: bool = True,
     ) -> None:
         self._log = logger
         self._burst = burst
@@ -144,6 +146,7 @@ class RefusalLog:
         self._statuses: Counter[int] = Counter()
         self._sources: Counter[str] = Counter()
         self._other_sources = 0
+        self._use_timer = timer
         self._timer: asyncio.TimerHandle | None = None
 
     def refused(self, status: int, reason: str, source: str | None, fields: dict[str, Any]) -> None:
@@ -162,7 +165,7 @@ class RefusalLog:
             self._sources[source] += 1
         else:
             self._other_sources += 1
-        if self._timer is None:
+        if self._timer is None and self._use_timer:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -173,6 +176,13 @@ class RefusalLog:
         self._timer = None
         self.flush()
         self._window_start, self._seen = self._clock(), 0
+
+    def flush_if_due(self) -> None:
+        """Write the summary when its window is over (for callers without a timer)."""
+        now = self._clock()
+        if now - self._window_start >= self._window:
+            self.flush()
+            self._window_start, self._seen = now, 0
 
     def flush(self) -> None:
         """Write the summary of the refusals not logged one by one (none: nothing to write)."""

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.aws import AwsClients
-from bot.delivery import Delivery
+from bot.delivery import Delivery, Refusal
 from bot.github_webhook import sign
 from bot.sns_delivery import DELIVERY_ATTRIBUTE, EVENT_ATTRIBUTE, SIGNATURE_ATTRIBUTE
 
@@ -22,14 +22,6 @@ log = logging.getLogger("hookbot.relay")
 
 SNS_MAX_MESSAGE_BYTES = 256 * 1024  # SNS's limit for a message and its attributes together
 
-
-class RelayError(Exception):
-    """The delivery could not be published; ``status`` is what the ingress answers (GitHub shows it)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 def message_attributes(delivery: Delivery, signature_256: str) -> dict[str, dict[str, str]]:
@@ -58,14 +50,14 @@ class Relay:
         try:
             text = delivery.body.decode("utf-8")
         except UnicodeDecodeError:
-            raise RelayError(400, "body is not UTF-8 text, so SNS cannot carry it") from None
+            raise Refusal(400, "body is not UTF-8 text, so SNS cannot carry it") from None
         if len(delivery.body) > SNS_MAX_MESSAGE_BYTES - 1024:
-            raise RelayError(413, f"body of {len(delivery.body)} bytes is over what an SNS message can carry (256 KiB)")
+            raise Refusal(413, f"body of {len(delivery.body)} bytes is over what an SNS message can carry (256 KiB)")
         signature = signature_256 or sign(delivery.body, self._secrets[0])
         try:
             response = await asyncio.to_thread(self._publish, text, message_attributes(delivery, signature))
         except Exception as exc:  # botocore's errors are many classes; any of them means "not published"
-            raise RelayError(502, f"publishing to {self.topic_arn} failed: {exc}") from None
+            raise Refusal(502, f"publishing to {self.topic_arn} failed: {exc}") from None
         message_id = str(response["MessageId"])
         log.info(
             "relayed delivery to SNS",

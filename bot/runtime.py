@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, Memory
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
 from bot.logs import register_secret
-from bot.plugins import load_plugins
+from bot.plugins import Plugin, installed_plugins, load_plugins
 from bot.relay import Relay
+from bot.repo_config import CeilingEntry, ServerCeiling
+from bot.repo_config_loader import RepoConfigs
 from bot.sns import SnsVerifier
 from bot.sns_fetch import SnsFetcher
 
@@ -35,19 +38,30 @@ class Runtime:
     relay: Relay | None
 
     @classmethod
-    def build(cls, settings: Settings, *, dry_run: bool | None = None, secrets_: list[bytes] | None = None) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        dry_run: bool | None = None,
+        secrets_: list[bytes] | None = None,
+        plugin_paths: Sequence[Path] = (),
+    ) -> Runtime:
+        """Everything an entry point needs; ``plugin_paths`` are plugins loaded by path (``--plugin``)."""
         effective_dry_run = settings.effective_dry_run if dry_run is None else dry_run
         secret_values = secrets_ if secrets_ is not None else webhook_secrets(settings)
         for value in (*secret_values, settings.github.token, settings.github.private_key):
             register_secret(value)
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
         aws = AwsClients()
+        plugins = load_plugins(settings.handlers, settings.plugin_sections, settings.process_env, plugin_paths)
         dispatcher = Dispatcher(
-            load_plugins(settings.handlers, settings.plugin_sections, settings.process_env),
+            plugins,
             github=github,
             dedupe=dedupe_store(settings, aws),
             aws=aws,
             dry_run=effective_dry_run,
+            # Without credentials there is nothing to read a repository's file with: the server's config applies.
+            repo_configs=RepoConfigs(server_ceiling(plugins)) if settings.github.has_credentials else None,
         )
         verifier = SnsVerifier.build(
             settings.sns.topic_arns,
@@ -61,6 +75,14 @@ class Runtime:
         """Close what is bound to the running event loop; caches (tokens, certificates) are kept for the next."""
         await self.github.close()
         await self.sns_fetcher.close()
+
+
+def server_ceiling(plugins: list[Plugin]) -> ServerCeiling:
+    """What a repository's .github/hookbot.yml may narrow: the loaded plugins' configs and declarations."""
+    return ServerCeiling(
+        loaded={plugin.name: CeilingEntry(plugin.config, plugin.repository_settings) for plugin in plugins},
+        installed=frozenset(installed_plugins()),
+    )
 
 
 def dedupe_store(settings: Settings, aws: AwsClients) -> DedupeStore:

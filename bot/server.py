@@ -1,13 +1,14 @@
-"""The container's HTTP ingress: a thin aiohttp adapter over the pure checks in bot.github_webhook.
+"""The container's HTTP doors: a thin aiohttp adapter over the shared ingress pipeline (bot/ingress.py).
 
-It verifies, builds a Delivery, hands it to the inbox and answers at once; it holds no business logic.
+It turns a request into headers and a body, lets the pipeline judge them (the headers before the body is
+read), journals what is accepted and answers at once; it holds no business logic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 
@@ -16,26 +17,23 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import __version__
-from bot.delivery import Delivery
+from bot.delivery import Delivery, Refusal
 from bot.dispatch import DispatchResult
-from bot.github_webhook import WebhookError, delivery_from_github, verify_signature
 from bot.inbox import Inbox, JournalInbox, Processor, journal_path
+from bot.ingress import RETRY_AFTER_SECONDS, Accept, Answer, Ingress, admission_answer
 from bot.logs import RefusalLog
-from bot.metrics import DELIVERIES, HANDLER_SECONDS, INBOX_PENDING, REGISTRY
-from bot.relay import RelayError
+from bot.metrics import HANDLER_SECONDS, INBOX_PENDING, REGISTRY
 from bot.runtime import Runtime
-from bot.sns import SUBSCRIPTION_CONFIRMATION, UNSUBSCRIBE_CONFIRMATION, SnsError
-from bot.sns_delivery import deliveries_from_notification
-from bot.sns_fetch import verified_message
+from bot.server_limits import BodyBudget, answer_and_close, track_busy_connections
+from bot.server_limits import read_body as read_bounded_body
 
 log = logging.getLogger("hookbot.server")
 
 RUNTIME = web.AppKey("runtime", Runtime)
 INBOX = web.AppKey("inbox", Inbox)
 STARTED = web.AppKey("started", float)
-REFUSALS = web.AppKey("refusals", RefusalLog)
-RETRY_AFTER_SECONDS = "5"
-SIGNATURE_256 = re.compile(r"sha256=[0-9a-fA-F]{64}")
+INGRESS = web.AppKey("ingress", Ingress)
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 
 
 def json_answer(data: object, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -43,140 +41,65 @@ def json_answer(data: object, *, status: int = 200, headers: Mapping[str, str] |
     return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
 
 
-def refuse(status: int, reason: str, request: web.Request) -> web.Response:
-    """One log line (rate-limited under a flood) and a short plain answer for every refusal.
+def respond(answer: Answer) -> web.Response:
+    return json_answer(answer.document, status=answer.status, headers=answer.headers or None)
 
-    Headers of a refused request are unverified, so they are truncated in the log and kept out of metric labels
-    (an attacker choosing label values could grow the metrics registry without bound).
+
+async def read_body(request: web.Request) -> bytes | web.Response:
+    """The body as sent, bounded in size, time and (across connections) memory (bot.server_limits.read_body).
+
+    Else the refusal, already sent: 413 when it turns out over the limit (no or a false Content-Length), 408
+    past the read deadline, 503 when too many request bytes are buffered at once. The rest of such a body is
+    never read, so the connection is closed after the answer.
     """
-    request.app[REFUSALS].refused(
-        status,
-        reason,
-        request.remote,
-        {
-            "status": status,
-            "remote": request.remote,
-            "event": (request.headers.get("X-GitHub-Event") or "")[:64] or None,
-            "github_delivery": (request.headers.get("X-GitHub-Delivery") or "")[:64] or None,
-        },
-    )
-    DELIVERIES.labels("unverified", f"refused-{status}").inc()
-    return json_answer({"error": reason}, status=status)
+    server = request.app[RUNTIME].settings.server
+    try:
+        return await read_bounded_body(
+            request, request.app[BODY_BUDGET], max_bytes=server.max_body_bytes, deadline=server.read_deadline_seconds
+        )
+    except Refusal as refusal:
+        answer = request.app[INGRESS].refuse(refusal, request.headers, request.remote)
+        return await answer_and_close(request, respond(answer))
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    settings = runtime.settings
-    if request.content_length is not None and request.content_length > settings.server.max_body_bytes:
-        return refuse(
-            413, f"body of {request.content_length} bytes is over the {settings.server.max_body_bytes} limit", request
-        )
-    signature_256 = request.headers.get("X-Hub-Signature-256")
-    signature_sha1 = request.headers.get("X-Hub-Signature")
-    if not signature_256 and not signature_sha1:
-        return refuse(401, "X-Hub-Signature-256 header is missing", request)
-    if signature_256 and not SIGNATURE_256.fullmatch(signature_256.strip()):
-        # Refused before the body is read: a forged flood costs no reading, hashing or parsing.
-        return refuse(401, "X-Hub-Signature-256 does not match: it is not sha256=<64 hex digits>", request)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return refuse(413, f"body is over the {settings.server.max_body_bytes} byte limit", request)
-    try:
-        verify_signature(
-            body,
-            signature_256=signature_256,
-            signature_sha1=signature_sha1,
-            secrets=runtime.secrets,
-            allow_sha1=settings.github.allow_sha1,
-        )
-        delivery = delivery_from_github(
-            body,
-            event=request.headers.get("X-GitHub-Event"),
-            delivery_id=request.headers.get("X-GitHub-Delivery"),
-            content_type=request.headers.get("Content-Type"),
-            source="github-http",
-        )
-    except WebhookError as exc:
-        return refuse(exc.status, exc.reason, request)
-    return await relay_or_accept(request, delivery, signature_256)
-
-
-async def relay_or_accept(request: web.Request, delivery: Delivery, signature_256: str | None) -> web.Response:
-    """With ``[relay] topic_arn``, publish the verified delivery to SNS instead of (or besides) handling it."""
-    runtime = request.app[RUNTIME]
-    if runtime.relay is None or delivery.event == "ping":
-        return await accept(request, delivery)
-    try:
-        message_id = await runtime.relay.publish(delivery, signature_256)
-    except RelayError as exc:
-        return refuse(exc.status, exc.reason, request)
-    DELIVERIES.labels(delivery.event, "relayed").inc()
-    if runtime.settings.relay.also_handle:
-        return await accept(request, delivery)
-    return json_answer({"delivery": delivery.delivery_id, "status": "relayed", "sns_message_id": message_id})
+    """POST /webhook: the headers are judged before the body is read, then the shared pipeline decides."""
+    ingress = request.app[INGRESS]
+    refused = ingress.precheck_github(request.headers, request.content_length, request.remote)
+    if refused is not None:
+        return respond(refused)
+    body = await read_body(request)
+    if isinstance(body, web.Response):
+        return body
+    return respond(await ingress.github(request.headers, body, source="github-http", remote=request.remote))
 
 
 async def receive_sns(request: web.Request) -> web.Response:
-    """SNS HTTP(S) subscription messages: verified in full, then confirmed, logged or accepted as deliveries."""
-    runtime = request.app[RUNTIME]
-    settings = runtime.settings
-    if request.content_length is not None and request.content_length > settings.server.max_body_bytes:
-        return refuse(413, f"SNS body of {request.content_length} bytes is over the limit", request)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return refuse(413, f"SNS body is over the {settings.server.max_body_bytes} byte limit", request)
-    try:
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise SnsError(400, "SNS body is not JSON") from None
-        message = await verified_message(document, runtime.sns_verifier, runtime.sns_fetcher)
-        if message.type == SUBSCRIPTION_CONFIRMATION:
-            await runtime.sns_fetcher.confirm_subscription(message)
-            log.info("confirmed SNS subscription", extra={"fields": {"topic": message.topic_arn}})
-            return json_answer({"status": "subscribed", "topic": message.topic_arn})
-        if message.type == UNSUBSCRIBE_CONFIRMATION:
-            log.info("SNS unsubscribed this endpoint; not acted on", extra={"fields": {"topic": message.topic_arn}})
-            return json_answer({"status": "noted", "topic": message.topic_arn})
-        deliveries = deliveries_from_notification(
-            message,
-            secrets=runtime.secrets,
-            require_github_signature=settings.sns.require_github_signature,
-            source="sns-http",
-        )
-    except (SnsError, WebhookError) as exc:
-        return refuse(exc.status, exc.reason, request)
-    answers = [await accept(request, delivery) for delivery in deliveries]
-    # SNS retries anything but 2xx: one 503 asks for the whole message again, and dedupe skips what was taken.
-    busy = [answer for answer in answers if answer.status == 503]
-    if busy or len(answers) == 1:
-        return (busy or answers)[0]
-    return json_answer({"deliveries": [d.delivery_id for d in deliveries], "status": "accepted"}, status=202)
+    """POST /sns: SNS HTTP(S) subscription messages, verified in full by the shared pipeline."""
+    ingress = request.app[INGRESS]
+    refused = ingress.precheck_sns(request.headers, request.content_length, request.remote)
+    if refused is not None:
+        return respond(refused)
+    body = await read_body(request)
+    if isinstance(body, web.Response):
+        return body
+    return respond(await ingress.sns_http(request.headers, body, remote=request.remote))
 
 
-async def accept(request: web.Request, delivery: Delivery) -> web.Response:
-    """Answer a verified delivery: 200 for ping and repeats, 202 once journaled, 503 when the inbox is full.
+def journal_acceptor(inbox: Inbox) -> Accept:
+    """What the server does with a verified delivery: journal it and answer at once (202, or 200 for a repeat).
 
     Repeats are told by the journal, which remembers finished deliveries across restarts, inside the same
     group commit that stores new ones; a shared dedupe table is consulted by the worker's claim, off this path.
     """
-    inbox = request.app[INBOX]
-    if delivery.event == "ping":
-        DELIVERIES.labels("ping", "pong").inc()
-        return json_answer({"ok": True, "zen": delivery.payload.get("zen")})
-    admission = await inbox.submit(delivery)
-    if admission == "busy":
-        DELIVERIES.labels(delivery.event, "refused-503").inc()
-        log.warning("inbox full or shutting down (%d pending); asking the sender to retry later", inbox.pending)
-        return json_answer({"error": "busy, retry later"}, status=503, headers={"Retry-After": RETRY_AFTER_SECONDS})
-    if admission == "duplicate":
-        DELIVERIES.labels(delivery.event, "duplicate").inc()
-        log.info("delivery %s was already handled", delivery.delivery_id)
-        return json_answer({"delivery": delivery.delivery_id, "status": "already handled"})
-    DELIVERIES.labels(delivery.event, "accepted").inc()
-    return json_answer({"delivery": delivery.delivery_id, "status": "accepted"}, status=202)
+
+    async def accept(delivery: Delivery) -> Answer:
+        admission = await inbox.submit(delivery)
+        if admission == "busy":
+            log.warning("inbox full or shutting down (%d pending); asking the sender to retry later", inbox.pending)
+        return admission_answer(delivery, admission)
+
+    return accept
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -193,9 +116,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text; with ``[server] metrics_token`` only for ``Authorization: Bearer <token>``.
+
+    Counts of deliveries, refusals and handler outcomes tell an attacker what works, so they need not be shown to
+    whoever can reach the port GitHub posts to.
+    """
+    token = request.app[RUNTIME].settings.server.metrics_token
+    if token and not bearer_matches(request.headers.get("Authorization"), token):
+        return json_answer(
+            {"error": "metrics need Authorization: Bearer <[server] metrics_token>"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="hookbot metrics"'},
+        )
     # Read here, at scrape time, rather than updated by the inbox on every delivery.
     INBOX_PENDING.set(request.app[INBOX].pending)
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    scheme, _, value = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
 def make_processor(runtime: Runtime) -> Processor:
@@ -213,7 +153,13 @@ def make_processor(runtime: Runtime) -> Processor:
 
 def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     settings = runtime.settings
-    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    # No automatic decompression: a compressed body is refused (415) before it is read, and even a body read by
+    # mistake could not inflate; an encoding aiohttp cannot decode (br without brotli) cannot raise in its parser.
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        handler_args={"auto_decompress": False},
+        middlewares=[track_busy_connections],
+    )
     app[RUNTIME] = runtime
     app[INBOX] = inbox or JournalInbox(
         journal_path(settings.state_dir),
@@ -224,11 +170,13 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
         retry_base_seconds=settings.server.retry_base_seconds,
     )
     app[STARTED] = time.monotonic()
-    app[REFUSALS] = RefusalLog(log)
+    app[INGRESS] = Ingress(runtime, journal_acceptor(app[INBOX]), RefusalLog(log))
+    app[BODY_BUDGET] = BodyBudget(settings.server.max_buffered_bytes, retry_after=RETRY_AFTER_SECONDS)
     app.router.add_post("/webhook", receive_webhook)
     app.router.add_post("/sns", receive_sns)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    if settings.server.metrics_port is None:
+        app.router.add_get("/metrics", metrics)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[INBOX].start()
@@ -237,7 +185,7 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        app[REFUSALS].flush()
+        app[INGRESS].refusals.flush()
         await runtime.close()
 
     async def drain(app: web.Application) -> None:
@@ -259,3 +207,12 @@ def background_tasks(runtime: Runtime) -> list[Coroutine[object, object, None]]:
     from bot.redeliver import redeliver_periodically
 
     return [redeliver_periodically(runtime, every)]
+
+
+def create_metrics_app(app: web.Application) -> web.Application:
+    """``GET /metrics`` alone, for ``[server] metrics_port``: scraped on a port GitHub's side never reaches."""
+    metrics_app = web.Application()
+    metrics_app[RUNTIME] = app[RUNTIME]
+    metrics_app[INBOX] = app[INBOX]
+    metrics_app.router.add_get("/metrics", metrics)
+    return metrics_app

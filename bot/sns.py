@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from bot.delivery import Refusal
+
 NOTIFICATION = "Notification"
 SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"
 UNSUBSCRIBE_CONFIRMATION = "UnsubscribeConfirmation"
@@ -59,19 +61,6 @@ _SIGNED_FIELDS = {
 }
 
 Origin = tuple[str, str, int]
-
-
-class SnsError(Exception):
-    """An SNS message refused: ``status`` is the HTTP answer and the message is the one log line saying why.
-
-    403 for an untrusted topic or certificate URL, 401 for a signature that fails or a message outside its time
-    window, 400 for a body that is not an SNS message, 503 when the certificate cannot be fetched (try again).
-    """
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,17 +101,17 @@ def _text(document: Mapping[str, Any], *names: str, required: bool = True) -> st
         if value is None:
             continue
         if not isinstance(value, str):
-            raise SnsError(400, f"SNS field {name} is not a string")
+            raise Refusal(400, f"SNS field {name} is not a string")
         return value
     if required:
-        raise SnsError(400, f"SNS message has no {names[0]}")
+        raise Refusal(400, f"SNS message has no {names[0]}")
     return None
 
 
 def _attributes(document: Mapping[str, Any]) -> dict[str, str]:
     raw = document.get("MessageAttributes") or {}
     if not isinstance(raw, Mapping):
-        raise SnsError(400, "SNS MessageAttributes is not an object")
+        raise Refusal(400, "SNS MessageAttributes is not an object")
     found: dict[str, str] = {}
     for name, attribute in raw.items():
         if isinstance(attribute, Mapping) and attribute.get("Type") == "String":
@@ -138,10 +127,10 @@ def parse_message(document: Any) -> SnsMessage:
     Only the shape is checked here (400 when it is not an SNS message); trust is :class:`SnsVerifier`'s job.
     """
     if not isinstance(document, Mapping):
-        raise SnsError(400, "SNS message is not a JSON object")
+        raise Refusal(400, "SNS message is not a JSON object")
     kind = _text(document, "Type")
     if kind not in MESSAGE_TYPES:
-        raise SnsError(400, f"SNS message Type {kind!r} is not one SNS sends")
+        raise Refusal(400, f"SNS message Type {kind!r} is not one SNS sends")
     confirmation = kind != NOTIFICATION
     return SnsMessage(
         type=kind,
@@ -241,33 +230,37 @@ class SnsVerifier:
     def check_topic(self, message: SnsMessage) -> None:
         if message.topic_arn not in self.topic_arns:
             if not self.topic_arns:
-                raise SnsError(403, f"topic {message.topic_arn} refused: SNS_TOPIC_ARNS is empty")
-            raise SnsError(403, f"topic {message.topic_arn} is not in SNS_TOPIC_ARNS")
+                raise Refusal(403, f"topic {message.topic_arn} refused: SNS_TOPIC_ARNS is empty")
+            raise Refusal(403, f"topic {message.topic_arn} is not in SNS_TOPIC_ARNS")
 
-    def precheck(self, message: SnsMessage) -> None:
-        """Every check that needs no certificate, so a message failing any of them causes no fetch."""
+    def precheck(self, message: SnsMessage, *, check_age: bool = True) -> None:
+        """Every check that needs no certificate, so a message failing any of them causes no fetch.
+
+        ``check_age=False`` drops the ``max_age_seconds`` window, for records Lambda hands over: the invoke
+        is authenticated, and SNS and Lambda retry them long after the (never changing) timestamp.
+        """
         self.check_topic(message)
         if not self.is_trusted_cert_url(message.signing_cert_url):
-            raise SnsError(403, f"SigningCertURL {message.signing_cert_url!r} is not an SNS certificate URL")
+            raise Refusal(403, f"SigningCertURL {message.signing_cert_url!r} is not an SNS certificate URL")
         if message.subscribe_url is not None and not self.is_trusted_subscribe_url(message.subscribe_url):
-            raise SnsError(403, f"SubscribeURL {message.subscribe_url!r} is not at an SNS endpoint")
+            raise Refusal(403, f"SubscribeURL {message.subscribe_url!r} is not at an SNS endpoint")
         if message.signature_version not in ("1", "2"):
-            raise SnsError(401, f"SignatureVersion {message.signature_version!r} is not 1 or 2")
+            raise Refusal(401, f"SignatureVersion {message.signature_version!r} is not 1 or 2")
         sent = message_time(message)
         now = self.clock()
-        if sent < now - self.max_age_seconds:
-            raise SnsError(
+        if check_age and sent < now - self.max_age_seconds:
+            raise Refusal(
                 401, f"message timestamp {message.timestamp} is older than [sns] max_age_seconds={self.max_age_seconds}"
             )
         if sent > now + CLOCK_SKEW_SECONDS:
-            raise SnsError(401, f"message timestamp {message.timestamp} is in the future")
+            raise Refusal(401, f"message timestamp {message.timestamp} is in the future")
 
-    def verify(self, message: SnsMessage, certificate_pem: bytes) -> None:
-        """Raise :class:`SnsError` unless ``certificate_pem`` (fetched from the prechecked URL) signed ``message``.
+    def verify(self, message: SnsMessage, certificate_pem: bytes, *, check_age: bool = True) -> None:
+        """Raise :class:`Refusal` unless ``certificate_pem`` (fetched from the prechecked URL) signed ``message``.
 
         Call :meth:`precheck` first; this re-runs it so that a caller cannot skip it by mistake.
         """
-        self.precheck(message)
+        self.precheck(message, check_age=check_age)
         # Lazy: cryptography costs tens of milliseconds to import and only this path needs it.
         from cryptography import x509
         from cryptography.exceptions import InvalidSignature
@@ -277,25 +270,25 @@ class SnsVerifier:
         try:
             certificate = x509.load_pem_x509_certificate(certificate_pem)
         except ValueError:
-            raise SnsError(403, f"{message.signing_cert_url} is not a PEM certificate") from None
+            raise Refusal(403, f"{message.signing_cert_url} is not a PEM certificate") from None
         sent = datetime.fromtimestamp(message_time(message), UTC)
         if not certificate.not_valid_before_utc <= sent <= certificate.not_valid_after_utc:
-            raise SnsError(
+            raise Refusal(
                 401,
                 f"certificate {message.signing_cert_url} was not valid at the message's timestamp {message.timestamp}",
             )
         key = certificate.public_key()
         if not isinstance(key, rsa.RSAPublicKey):
-            raise SnsError(403, f"certificate {message.signing_cert_url} does not hold an RSA key")
+            raise Refusal(403, f"certificate {message.signing_cert_url} does not hold an RSA key")
         try:
             signature = base64.b64decode(message.signature, validate=True)
         except ValueError:  # binascii.Error, or a non-ASCII string (found by the fuzz test)
-            raise SnsError(401, "SNS Signature is not base64") from None
+            raise Refusal(401, "SNS Signature is not base64") from None
         digest: hashes.HashAlgorithm = hashes.SHA1() if message.signature_version == "1" else hashes.SHA256()  # noqa: S303 - SNS SignatureVersion 1 is SHA1 by definition
         try:
             key.verify(signature, string_to_sign(message), padding.PKCS1v15(), digest)
         except InvalidSignature:
-            raise SnsError(401, f"SNS signature (version {message.signature_version}) does not verify") from None
+            raise Refusal(401, f"SNS signature (version {message.signature_version}) does not verify") from None
 
 
 def message_time(message: SnsMessage) -> float:
@@ -303,7 +296,7 @@ def message_time(message: SnsMessage) -> float:
     try:
         moment = datetime.fromisoformat(message.timestamp)
     except ValueError:
-        raise SnsError(400, f"SNS Timestamp {message.timestamp!r} is not an ISO 8601 time") from None
+        raise Refusal(400, f"SNS Timestamp {message.timestamp!r} is not an ISO 8601 time") from None
     if moment.tzinfo is None:
-        raise SnsError(400, f"SNS Timestamp {message.timestamp!r} has no time zone")
+        raise Refusal(400, f"SNS Timestamp {message.timestamp!r} has no time zone")
     return moment.timestamp()

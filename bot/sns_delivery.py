@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from bot.delivery import Delivery, Source
-from bot.github_webhook import WebhookError, delivery_from_github, stored_body_type, verify_signature
+from bot.delivery import Delivery, Refusal, Source
+from bot.github_webhook import delivery_from_github, stored_body_type, verify_signature
 from bot.s3_events import deliveries_from_s3_notification, is_s3_notification
 from bot.sns import NOTIFICATION, SnsMessage
 
@@ -73,12 +73,12 @@ def deliveries_from_notification(
 ) -> list[Delivery]:
     """The Deliveries an SNS Notification (already SNS-verified, or from Lambda's trusted invoke) carries.
 
-    Raises :class:`WebhookError`: 401 for a GitHub HMAC that fails or is required and missing, 400 for a Message
+    Raises :class:`Refusal`: 401 for a GitHub HMAC that fails or is required and missing, 400 for a Message
     that is none of the three shapes. An S3 test event (sent when a bucket's notifications are set up) is
     an empty list: nothing to do.
     """
     if message.type != NOTIFICATION:
-        raise WebhookError(400, f"SNS {message.type} is not a Notification")
+        raise Refusal(400, f"SNS {message.type} is not a Notification")
     body = message.message.encode("utf-8")
     attributes = message.attributes
     if EVENT_ATTRIBUTE in attributes or SIGNATURE_ATTRIBUTE in attributes:
@@ -97,18 +97,18 @@ def deliveries_from_notification(
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise WebhookError(400, "SNS Message is not JSON: neither a GitHub delivery nor an S3 notification") from None
+        raise Refusal(400, "SNS Message is not JSON: neither a GitHub delivery nor an S3 notification") from None
     if isinstance(document, dict) and document.get("Event") == "s3:TestEvent":
         return []
     if is_s3_notification(document):
         return deliveries_from_s3_notification(document, source=source)
     if not isinstance(document, dict):
-        raise WebhookError(400, "SNS Message is JSON but not an object")
+        raise Refusal(400, "SNS Message is JSON but not an object")
     event = event_from_payload(document)
     if event is None:
-        raise WebhookError(400, "SNS Message has no X-GitHub-Event attribute and its payload shape is not known")
+        raise Refusal(400, "SNS Message has no X-GitHub-Event attribute and its payload shape is not known")
     if require_github_signature:
-        raise WebhookError(
+        raise Refusal(
             401, "SNS Message has no X-Hub-Signature-256 attribute and [sns] require_github_signature is true"
         )
     return [Delivery(event=event, delivery_id=f"sns-{message.message_id}", payload=document, body=body, source=source)]

@@ -17,8 +17,9 @@ from typing import Any
 
 import aiohttp
 
+from bot.delivery import Refusal
 from bot.loop_session import LoopSession
-from bot.sns import SUBSCRIPTION_CONFIRMATION, SnsError, SnsMessage, SnsVerifier, parse_message
+from bot.sns import SUBSCRIPTION_CONFIRMATION, SnsMessage, SnsVerifier, parse_message
 
 log = logging.getLogger("hookbot.sns")
 
@@ -83,11 +84,11 @@ class SnsFetcher:
         try:
             body = await self._get(url)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise SnsError(503, f"cannot fetch SNS certificate {url}: {exc}") from None
+            raise Refusal(503, f"cannot fetch SNS certificate {url}: {exc}") from None
         finally:
             self._in_flight.pop(url, None)
         if len(body) > MAX_CERTIFICATE_BYTES:
-            raise SnsError(403, f"{url} is over {MAX_CERTIFICATE_BYTES} bytes; not an SNS certificate")
+            raise Refusal(403, f"{url} is over {MAX_CERTIFICATE_BYTES} bytes; not an SNS certificate")
         self._certificates[url] = (body, self._clock() + self._lifetime)
         self._certificates.move_to_end(url)
         while len(self._certificates) > self._max_entries:
@@ -102,15 +103,20 @@ class SnsFetcher:
         try:
             await self._get(message.subscribe_url)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise SnsError(503, f"cannot confirm the subscription to {message.topic_arn}: {exc}") from None
+            raise Refusal(503, f"cannot confirm the subscription to {message.topic_arn}: {exc}") from None
 
     async def close(self) -> None:
         await self._http.close()
 
 
-async def verified_message(document: Any, verifier: SnsVerifier, fetcher: SnsFetcher) -> SnsMessage:
-    """Parse and fully verify an SNS message; every check that needs no certificate runs before any fetch."""
+async def verified_message(
+    document: Any, verifier: SnsVerifier, fetcher: SnsFetcher, *, check_age: bool = True
+) -> SnsMessage:
+    """Parse and fully verify an SNS message; every check that needs no certificate runs before any fetch.
+
+    ``check_age=False`` for records Lambda hands over (see :meth:`SnsVerifier.precheck`).
+    """
     message = parse_message(document)
-    verifier.precheck(message)
-    verifier.verify(message, await fetcher.certificate(message.signing_cert_url))
+    verifier.precheck(message, check_age=check_age)
+    verifier.verify(message, await fetcher.certificate(message.signing_cert_url), check_age=check_age)
     return message

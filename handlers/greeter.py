@@ -2,71 +2,143 @@
 
 Every comment carries a hidden marker; before writing, the greeter looks for that marker in the conversation, so
 a retry, a redelivery or a second replica can never greet twice.
+
+A repository may narrow and personalise it in ``.github/hookbot.yml`` (``repository_settings``): switch it off,
+write its own greetings, skip more authors. Its values pass the same checks as the server's ``[greeter]``.
 """
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
-
-from bot.context import HandlerContext
+from bot.plugin import (
+    Context,
+    Event,
+    GitHubAPI,
+    RepoSetting,
+    RepositorySettings,
+    Router,
+    SettingError,
+    Setup,
+    comment_once,
+    hidden_marker,
+    issue_path,
+)
 
 router = Router()
 
-MARKER = "<!-- hookbot:greeter -->"
+MARKER = hidden_marker("greeter")
+PLACEHOLDERS = ("author", "repository", "number", "title")
+AUTHOR_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,100}")  # a login (bots end in "[bot]"), with * and ? globs
 
 
 @dataclass(frozen=True, slots=True)
 class GreeterConfig:
     issue_comment: str = "Thanks for opening this issue, @{author}! A maintainer will take a look soon."
     pull_request_comment: str = "Thanks for the pull request, @{author}! A maintainer will review it soon."
+    skip_authors: tuple[str, ...] = ()  # logins or globs (``dependabot*``) never greeted; case-insensitive
 
 
-def configure(section: Mapping[str, Any]) -> GreeterConfig:
+def setup(plugin: Setup) -> GreeterConfig | None:
     """Check the templates at start: a typo such as ``{autor}`` fails here, not on the first issue."""
-    config = GreeterConfig(**{k: str(v) for k, v in section.items()})
-    for template in (config.issue_comment, config.pull_request_comment):
-        template.format(author="someone", repository="owner/repo", number=1, title="t")
-    return config
+    section = plugin.section
+    if unknown := sorted(set(section) - {"enabled", "issue_comment", "pull_request_comment", "skip_authors"}):
+        raise ValueError(
+            f"unknown key(s) {', '.join(unknown)}; [greeter] takes enabled, issue_comment, "
+            "pull_request_comment, skip_authors"
+        )
+    if section.get("enabled", True) is False:
+        return None
+    return narrow(GreeterConfig(), {key: value for key, value in section.items() if key != "enabled"})
 
 
-def is_from_bot(sender: Mapping[str, Any], bot_login: str | None) -> bool:
-    """A Bot account or the bot's own user: answering either could start a loop between bots."""
-    login = sender.get("login")
-    return sender.get("type") == "Bot" or (bot_login is not None and login == bot_login)
+def narrow(config: GreeterConfig, values: Mapping[str, Any]) -> GreeterConfig:
+    """``config`` with a repository's (or the server's) greetings, and its ``skip_authors`` added to the list.
+
+    An empty greeting means "do not greet that kind"; a template may use only the plain placeholders
+    {author}, {repository}, {number} and {title}: no attributes, indexes or format specs, which a repository's
+    file could otherwise use to reach into objects or to pad a comment to any size.
+    """
+    changes: dict[str, Any] = {}
+    for key in ("issue_comment", "pull_request_comment"):
+        if key in values:
+            changes[key] = _template(values[key], key)
+    if "skip_authors" in values:
+        changes["skip_authors"] = config.skip_authors + _author_patterns(values["skip_authors"])
+    return replace(config, **changes)
 
 
-async def already_commented(gh: GitHubAPI, comments_url: str) -> bool:
-    async for comment in gh.getiter(comments_url):
-        if MARKER in (comment.get("body") or ""):
-            return True
-    return False
+def _template(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise SettingError(key, f"must be text, not {value!r}")
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(value)
+            if name is not None
+        ]
+    except ValueError as exc:
+        raise SettingError(key, f"is not a valid template ({exc}); write a literal brace as {{{{ or }}}}") from None
+    for name, spec, conversion in fields:
+        if name not in PLACEHOLDERS or spec or conversion:
+            raise SettingError(
+                key,
+                f"uses {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}; "
+                f"a greeting may use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}",
+            )
+    return value
 
 
-async def greet(gh: GitHubAPI, ctx: HandlerContext, item: Mapping[str, Any], template: str) -> None:
-    repository = ctx.delivery.payload["repository"]["full_name"]
+def _author_patterns(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise SettingError("skip_authors", f"must be a list of logins or globs such as dependabot*, not {value!r}")
+    for pattern in value:
+        if not AUTHOR_PATTERN.fullmatch(pattern):
+            raise SettingError("skip_authors", f"{pattern!r} is not a login or a glob such as dependabot*")
+    return tuple(value)
+
+
+def is_skipped(login: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``login`` matches one of ``patterns``: ``*`` and ``?`` are the only wildcards, so ``[bot]`` is
+    literal text, and logins compare case-insensitively as GitHub's do."""
+    return any(
+        re.fullmatch(".*".join(".".join(map(re.escape, part.split("?"))) for part in pattern.split("*")), login, re.I)
+        for pattern in patterns
+    )
+
+
+repository_settings: RepositorySettings[GreeterConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("enabled", "bool", "false: no greetings in this repository"),
+        RepoSetting("issue_comment", "text", "the greeting on a new issue; empty: none"),
+        RepoSetting("pull_request_comment", "text", "the greeting on a new pull request; empty: none"),
+        RepoSetting("skip_authors", "names", "logins or globs (dependabot*) not greeted, besides the server's"),
+    ),
+    narrow=narrow,
+)
+
+
+async def greet(
+    event: Event, gh: GitHubAPI, ctx: Context[GreeterConfig], item: Mapping[str, Any], template: str
+) -> None:
     number = item["number"]
     author = item["user"]["login"]
-    comments_url = f"/repos/{repository}/issues/{number}/comments"
-    if await already_commented(gh, comments_url):
-        ctx.log.info("already greeted %s#%s; not greeting twice", repository, number)
+    if not template or ctx.is_from_bot(event) or is_skipped(author, ctx.config.skip_authors):
         return
-    text = template.format(author=author, repository=repository, number=number, title=item.get("title", ""))
-    await gh.post(comments_url, data={"body": f"{text}\n\n{MARKER}"})
+    text = template.format(author=author, repository=event.repository, number=number, title=item.get("title", ""))
+    if not await comment_once(gh, issue_path(event, "comments"), text, MARKER):
+        ctx.log.info("already greeted %s#%s; not greeting twice", event.repository, number)
 
 
 @router.register("issues", action="opened")
-async def issue_opened(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    if not is_from_bot(event.data["sender"], ctx.bot_login):
-        await greet(gh, ctx, event.data["issue"], ctx.config.issue_comment)
+async def issue_opened(event: Event, gh: GitHubAPI, ctx: Context[GreeterConfig]) -> None:
+    await greet(event, gh, ctx, event.data["issue"], ctx.config.issue_comment)
 
 
 @router.register("pull_request", action="opened")
-async def pull_request_opened(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    if not is_from_bot(event.data["sender"], ctx.bot_login):
-        await greet(gh, ctx, event.data["pull_request"], ctx.config.pull_request_comment)
+async def pull_request_opened(event: Event, gh: GitHubAPI, ctx: Context[GreeterConfig]) -> None:
+    await greet(event, gh, ctx, event.data["pull_request"], ctx.config.pull_request_comment)

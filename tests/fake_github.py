@@ -3,12 +3,16 @@
 It knows the few endpoints hookbot's built-ins use and answers anything else from ``responses`` (set by a
 test) or with 404, so a test can assert exactly what the bot asked GitHub to do. ``faults`` script failures
 (a status with headers, or doing the work and then dropping the connection before answering), and
-``hook_deliveries`` serves the webhook delivery log that `hookbot redeliver` reads.
+``hook_deliveries`` serves the webhook delivery log that `hookbot redeliver` reads. ``files`` are served by the
+contents API with ETags and 304s as GitHub does (a 304 does not count against the rate limit), and check runs and
+commit statuses are recorded (``check_runs_forbidden`` answers as GitHub does to a personal access token).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import itertools
 import re
@@ -28,6 +32,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     json: Any
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -55,6 +60,8 @@ class FakeGitHub:
     permissions: dict[str, str] = field(default_factory=dict)
     # Commit contents per "owner/repo@sha": path -> bytes, served by the zipball and commits endpoints.
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    # The commits on each branch, oldest first, per "owner/repo@branch": what the compare API answers from.
+    branches: dict[str, list[str]] = field(default_factory=dict)
     delay: float = 0.0
     faults: list[Fault] = field(default_factory=list)
     # "/repos/o/r/hooks/1" or "/app/hook" -> delivery attempts, newest first (as GitHub lists them)
@@ -62,6 +69,11 @@ class FakeGitHub:
     redelivered: list[tuple[str, int]] = field(default_factory=list)
     page_size: int = 2  # small, so that pagination is exercised
     rate_remaining: int = 5000
+    # Files on each repository's default branch: "owner/repo" -> {path: content}, served by the contents API.
+    files: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    check_runs: list[dict[str, Any]] = field(default_factory=list)  # each with its "repository"
+    statuses: list[dict[str, Any]] = field(default_factory=list)  # each with its "repository" and "sha"
+    check_runs_forbidden: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def calls(self, method: str, path_prefix: str = "/") -> list[Recorded]:
@@ -74,7 +86,7 @@ class FakeGitHub:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         data = await request.json() if body else None
-        self.requests.append(Recorded(request.method, request.path, dict(request.headers), data))
+        self.requests.append(Recorded(request.method, request.path, dict(request.headers), data, dict(request.query)))
         if self.delay:
             await asyncio.sleep(self.delay)
         fault = self._take_fault(request)
@@ -82,7 +94,8 @@ class FakeGitHub:
             message = {"message": f"fake fault {fault.status}"}
             return web.json_response(message, status=fault.status, headers=fault.headers)
         response = self._answer(request, data)
-        self.rate_remaining -= 1
+        if response.status != 304:  # GitHub: a conditional request answered 304 is not counted
+            self.rate_remaining -= 1
         response.headers.update(
             {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": str(self.rate_remaining), "X-RateLimit-Reset": "0"}
         )
@@ -134,7 +147,14 @@ class FakeGitHub:
             )
         repo_route = REPO_ROUTE.match(request.path)
         if repo_route is not None:
-            answer = self._repository_endpoint(request.method, repo_route["repo"], repo_route["rest"], data)
+            answer = self._repository_endpoint(
+                request.method,
+                repo_route["repo"],
+                repo_route["rest"],
+                data,
+                request.headers.get("If-None-Match"),
+                request.query.get("ref"),
+            )
             if answer is not None:
                 return answer
         if request.path.endswith("/comments") and "/issues/" in request.path:
@@ -147,8 +167,17 @@ class FakeGitHub:
                 return web.json_response(comment, status=201)
         return web.json_response({"message": "Not Found"}, status=404)
 
-    def _repository_endpoint(self, method: str, repo: str, rest: str, data: Any) -> web.StreamResponse | None:
-        """Deployments, collaborator permission, commits and zipballs of ``repo`` (None: not one of these)."""
+    def _repository_endpoint(
+        self,
+        method: str,
+        repo: str,
+        rest: str,
+        data: Any,
+        request_etag: str | None = None,
+        ref: str | None = None,
+    ) -> web.StreamResponse | None:
+        """Deployments, collaborator permission, commits, zipballs, contents, check runs and statuses of ``repo``
+        (None: not one of these)."""
         parts = rest.split("/")
         if method == "POST" and parts == ["deployments"]:
             deployment = {"id": next(self._ids), "statuses": [], **data}
@@ -160,10 +189,23 @@ class FakeGitHub:
                 return web.json_response({"message": "Not Found"}, status=404)
             found["statuses"].append(data)
             return web.json_response({"id": next(self._ids), **data}, status=201)
+        if method == "GET" and parts[0] == "contents":
+            return self._contents(repo, "/".join(parts[1:]), request_etag, ref)
+        if method == "POST" and parts == ["check-runs"]:
+            if self.check_runs_forbidden:
+                message = "Resource not accessible by personal access token"
+                return web.json_response({"message": message}, status=403)
+            self.check_runs.append({"repository": repo, **data})
+            return web.json_response({"id": next(self._ids), **data}, status=201)
+        if method == "POST" and len(parts) == 2 and parts[0] == "statuses":
+            self.statuses.append({"repository": repo, "sha": parts[1], **data})
+            return web.json_response({"id": next(self._ids), **data}, status=201)
         if method == "GET" and len(parts) == 3 and parts[0] == "collaborators" and parts[2] == "permission":
             role = self.permissions.get(parts[1], "read")
             legacy = {"maintain": "write", "triage": "read"}.get(role, role)
             return web.json_response({"permission": legacy, "role_name": role, "user": {"login": parts[1]}})
+        if method == "GET" and len(parts) >= 2 and parts[0] == "compare":
+            return self._compare(repo, "/".join(parts[1:]))
         if method == "GET" and len(parts) == 2 and parts[0] in ("commits", "zipball"):
             sha = self._find_commit(repo, parts[1])
             if sha is None:
@@ -173,6 +215,42 @@ class FakeGitHub:
             # GitHub answers with a redirect to codeload; the client must follow it.
             raise web.HTTPFound(f"/_codeload/{repo}/legacy.zip/{sha}")
         return None
+
+    def _contents(self, repo: str, path: str, request_etag: str | None, ref: str | None) -> web.StreamResponse:
+        """A file as the contents API gives it (base64, its git blob sha), its ETag, and 304 when that matches;
+        from the default branch's ``files``, or with ``?ref=`` from that commit's ``commits`` entry."""
+        content = (self.commits.get(f"{repo}@{ref}", {}) if ref else self.files.get(repo, {})).get(path)
+        if content is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        sha = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()  # noqa: S324 - git's blob id
+        etag = f'W/"{sha}"'
+        if request_etag == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        answer = {
+            "type": "file",
+            "path": path,
+            "name": path.rsplit("/", 1)[-1],
+            "size": len(content),
+            "sha": sha,
+            "encoding": "base64",
+            "content": base64.encodebytes(content).decode(),
+        }
+        return web.json_response(answer, headers={"ETag": etag})
+
+    def _compare(self, repo: str, basehead: str) -> web.StreamResponse:
+        """``compare/{base}...{head}`` as GitHub answers it for a branch and a commit: ``identical`` when the
+        commit is the branch's tip, ``behind`` when it is an older commit of the branch, ``diverged`` when the
+        branch never had it; 404 for an unknown branch or commit (GitHub's answer for a fork's commit too)."""
+        base, _, head = basehead.partition("...")
+        history = self.branches.get(f"{repo}@{base}")
+        if history is None or self._find_commit(repo, head) is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        if history and history[-1] == head:
+            return web.json_response({"status": "identical", "ahead_by": 0, "behind_by": 0, "commits": []})
+        if head in history:
+            behind = len(history) - 1 - history.index(head)
+            return web.json_response({"status": "behind", "ahead_by": 0, "behind_by": behind, "commits": []})
+        return web.json_response({"status": "diverged", "ahead_by": 1, "behind_by": len(history), "commits": [head]})
 
     def _find_commit(self, repo: str, ref: str) -> str | None:
         for name in self.commits:

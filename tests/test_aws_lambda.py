@@ -282,11 +282,6 @@ async def test_verify_in_lambda_refuses_a_record_signed_with_another_key(entry: 
     assert len(get.fetched) == 1
 
 
-async def test_unknown_events_raise(entry: LambdaEntry) -> None:
-    with pytest.raises(RecordsFailed):
-        await invoke(entry, {"detail-type": "Scheduled Event"})
-
-
 def make_settings_with(runtime: Runtime, **sns: Any) -> Any:
     import dataclasses
 

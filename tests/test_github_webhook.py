@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from bot.github_webhook import WebhookError, delivery_from_github, parse_payload, sign, verify_signature
+from bot.delivery import Refusal
+from bot.github_webhook import delivery_from_github, parse_payload, sign, verify_signature
 from tests.helpers import fixture_bytes
 
 VECTOR = json.loads(fixture_bytes("github/signature-test-vector.json"))
@@ -38,7 +39,7 @@ def test_any_of_several_secrets_is_accepted() -> None:
 def test_refusals_are_401_with_a_reason(
     signature_256: str | None, signature_sha1: str | None, allow_sha1: bool, reason: str
 ) -> None:
-    with pytest.raises(WebhookError) as caught:
+    with pytest.raises(Refusal) as caught:
         verify_signature(
             b"{}", signature_256=signature_256, signature_sha1=signature_sha1, secrets=[b"s"], allow_sha1=allow_sha1
         )
@@ -52,7 +53,7 @@ def test_sha1_is_accepted_when_allowed() -> None:
 
 
 def test_no_secret_refuses_everything() -> None:
-    with pytest.raises(WebhookError, match="no webhook secret"):
+    with pytest.raises(Refusal, match="no webhook secret"):
         verify_signature(b"{}", signature_256=sign(b"{}", b""), signature_sha1=None, secrets=[])
 
 
@@ -83,6 +84,6 @@ def test_missing_delivery_id_is_derived_from_the_body() -> None:
 
 
 def test_deeply_nested_json_is_a_400_not_a_crash() -> None:
-    with pytest.raises(WebhookError) as caught:
+    with pytest.raises(Refusal) as caught:
         parse_payload(b"[" * 100_000 + b"]" * 100_000, "application/json")
     assert caught.value.status == 400

@@ -192,8 +192,13 @@ async def dispatch(runtime: Runtime, delivery: Delivery) -> DispatchResult:
 
 
 def asked(fake: FakeGitHub) -> list[str]:
-    """What the bot asked GitHub, besides who it is (the dispatcher asks that once)."""
-    return [f"{r.method} {r.path}" for r in fake.requests if r.path != "/user"]
+    """What the bot asked GitHub, besides who it is and the repository's .github/hookbot.yml (the dispatcher asks
+    those, the latter at most once a minute per repository)."""
+    return [
+        f"{r.method} {r.path}"
+        for r in fake.requests
+        if r.path != "/user" and not r.path.endswith("/.github/hookbot.yml")
+    ]
 
 
 def states(fake: FakeGitHub) -> list[list[str]]:
@@ -209,9 +214,9 @@ async def test_push_deploys_code_description_version_alias_and_deployment(
     assert result.ok
     config = aws.config()
     assert config["CodeSha256"] == code_sha256(body)
-    assert config["Description"] == f"deployed aaaaaaa from {REPO}@master"
+    assert config["Description"] == f"deployed {SHA_A} from {REPO}@master"
     assert aws.alias_version() == "1"
-    assert aws.version_description("1") == f"deployed aaaaaaa from {REPO}@master"
+    assert aws.version_description("1") == f"deployed {SHA_A} from {REPO}@master"
     (deployment,) = fake.deployments.values()
     assert deployment["ref"] == SHA_A
     assert deployment["environment"] == "production"
@@ -350,7 +355,7 @@ async def test_rollback_by_a_writer_moves_the_alias_back(aws: Aws, runtime: Runt
     assert aws.alias_version() == "1"
     ((path, body),) = fake.posted_comments()
     assert path == f"/repos/{REPO}/issues/1/comments"
-    assert "from version 2 to version 1" in body and "deployed aaaaaaa" in body and MARKER in body
+    assert "from version 2 to version 1" in body and f"deployed {SHA_A}" in body and MARKER in body
 
 
 async def test_rollback_by_a_reader_is_refused(aws: Aws, runtime: Runtime, fake: FakeGitHub) -> None:
@@ -368,6 +373,7 @@ async def test_deploy_sha_command_and_ordinary_comments(aws: Aws, runtime: Runti
     aws.create_function()
     body = aws.artifact(SHA_A)
     fake.commits[f"{REPO}@{SHA_A}"] = {}
+    fake.branches[f"{REPO}@master"] = [SHA_A]
     fake.permissions["Codertocat"] = "write"
     await runtime.dispatcher.dispatch(github_delivery("issue_comment", comment_payload("Looks good!", "Codertocat")))
     await runtime.dispatcher.dispatch(
@@ -377,7 +383,7 @@ async def test_deploy_sha_command_and_ordinary_comments(aws: Aws, runtime: Runti
     await dispatch(runtime, github_delivery("issue_comment", comment_payload("/deploy aaaaaaa", "Codertocat")))
     assert aws.config()["CodeSha256"] == code_sha256(body)
     ((_, reply),) = fake.posted_comments()
-    assert reply.startswith("Deployed `aaaaaaa` to `app-fn`: version 1, alias `live`")
+    assert reply.startswith(f"Deployed `{SHA_A}` to `app-fn`: version 1, alias `live`")
     assert states(fake) == [["in_progress", "success"]]
 
 
@@ -390,7 +396,7 @@ async def test_quick_pushes_the_newest_wins_and_a_late_old_push_is_skipped(
     pushes = [github_delivery("push", push_payload(sha, pushed_at=PUSHED_AT + i)) for i, sha in enumerate(shas)]
     await asyncio.gather(*(dispatch(runtime, push) for push in pushes))
     assert aws.config()["CodeSha256"] == code_sha256(bodies[SHA_C])
-    assert aws.version_description(aws.alias_version()).startswith("deployed ccccccc")
+    assert aws.version_description(aws.alias_version()).startswith(f"deployed {SHA_C}")
     by_sha = {d["ref"]: [s["state"] for s in d["statuses"]] for d in fake.deployments.values()}
     assert by_sha[SHA_C][-1] == "success"
     assert any(states[-1] == "inactive" for states in by_sha.values()), by_sha

@@ -16,10 +16,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.github_webhook import WebhookError, sign
+from bot.delivery import Refusal
+from bot.github_webhook import sign
 from bot.runtime import Runtime
 from bot.server import create_app
-from bot.sns import SnsError, SnsVerifier, message_time, parse_message, string_to_sign
+from bot.sns import SnsVerifier, message_time, parse_message, string_to_sign
 from bot.sns_delivery import deliveries_from_notification, event_from_payload
 from bot.sns_fetch import SnsFetcher, verified_message
 from tests.fake_github import FakeGitHub
@@ -97,7 +98,7 @@ def test_string_to_sign_follows_aws_order() -> None:
 
 def test_recorded_message_tampered_fails() -> None:
     document = recorded("sns/http-notification.sigv2.json") | {"Message": "This message uses signature version 3."}
-    with pytest.raises(SnsError) as caught:
+    with pytest.raises(Refusal) as caught:
         check(document, verifier_for(document), CountingGet(fixture_certificates()))
     assert caught.value.status == 401
 
@@ -146,7 +147,7 @@ def test_fresh_confirmations_verify(signer: Signer, get: CountingGet) -> None:
 def test_tampered_fields_fail_the_signature(signer: Signer, get: CountingGet, change: dict[str, str]) -> None:
     document = signer.sign(notification("hello")) | change
     verifier = SnsVerifier.build([TOPIC, "arn:aws:sns:us-east-1:123456789012:other-allowed"])
-    with pytest.raises(SnsError) as caught:
+    with pytest.raises(Refusal) as caught:
         check(document, verifier, get)
     assert caught.value.status == 401
 
@@ -154,13 +155,13 @@ def test_tampered_fields_fail_the_signature(signer: Signer, get: CountingGet, ch
 def test_a_tampered_timestamp_inside_the_window_fails(signer: Signer, get: CountingGet) -> None:
     document = signer.sign(notification("hello"))
     document["Timestamp"] = document["Timestamp"][:-5] + ("1Z" if document["Timestamp"][-5:] != ".001Z" else "2Z")
-    with pytest.raises(SnsError, match="does not verify"):
+    with pytest.raises(Refusal, match="does not verify"):
         check(document, VERIFIER, get)
 
 
 def test_wrong_key_fails(signer: Signer, get: CountingGet) -> None:
     forged = Signer().sign(notification("hello"))  # another key, same certificate URL
-    with pytest.raises(SnsError) as caught:
+    with pytest.raises(Refusal) as caught:
         check(forged, VERIFIER, get)
     assert caught.value.status == 401 and get.fetched == [CERT_URL]
 
@@ -169,7 +170,7 @@ def test_certificate_not_valid_at_the_message_time_fails(get: CountingGet) -> No
     past = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
     expired = Signer(not_before=past - dt.timedelta(days=1), not_after=past)
     get.pages[CERT_URL] = expired.pem
-    with pytest.raises(SnsError, match="not valid at the message's timestamp") as caught:
+    with pytest.raises(Refusal, match="not valid at the message's timestamp") as caught:
         check(expired.sign(notification("hello")), VERIFIER, get)
     assert caught.value.status == 401
 
@@ -211,7 +212,7 @@ def test_untrusted_certificate_urls_are_refused_without_a_fetch(signer: Signer, 
     get = CountingGet({url: signer.pem})
     document = signer.sign(notification("hello", cert_url=url))
     verifier = SnsVerifier.build([TOPIC], emulator_urls=["http://127.0.0.1:9910"])
-    with pytest.raises(SnsError) as caught:
+    with pytest.raises(Refusal) as caught:
         check(document, verifier, get)
     assert caught.value.status == 403 and get.fetched == []
 
@@ -243,14 +244,14 @@ def test_trusted_certificate_urls(url: str) -> None:
 )
 def test_subscribe_url_elsewhere_is_refused_without_a_fetch(signer: Signer, get: CountingGet, url: str) -> None:
     document = signer.sign(subscription_confirmation(url))
-    with pytest.raises(SnsError) as caught:
+    with pytest.raises(Refusal) as caught:
         check(document, VERIFIER, get)
     assert caught.value.status == 403 and get.fetched == []
 
 
 @pytest.mark.parametrize("allowed", [[], ["arn:aws:sns:us-east-1:123456789012:another"]])
 def test_foreign_topic_is_refused_without_a_fetch(signer: Signer, get: CountingGet, allowed: list[str]) -> None:
-    with pytest.raises(SnsError) as caught:
+    with pytest.raises(Refusal) as caught:
         check(signer.sign(notification("hello")), SnsVerifier.build(allowed), get)
     assert caught.value.status == 403 and get.fetched == []
 
@@ -259,7 +260,7 @@ def test_foreign_topic_is_refused_without_a_fetch(signer: Signer, get: CountingG
 def test_stale_or_future_timestamp_is_refused_without_a_fetch(signer: Signer, get: CountingGet, offset: int) -> None:
     moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset)
     document = signer.sign(notification("hello", timestamp=moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")))
-    with pytest.raises(SnsError) as caught:
+    with pytest.raises(Refusal) as caught:
         check(document, VERIFIER, get)
     assert caught.value.status == 401 and get.fetched == []
 
@@ -267,7 +268,7 @@ def test_stale_or_future_timestamp_is_refused_without_a_fetch(signer: Signer, ge
 def test_max_age_is_configurable(signer: Signer, get: CountingGet) -> None:
     moment = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=120)
     document = signer.sign(notification("hello", timestamp=moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")))
-    with pytest.raises(SnsError, match="max_age_seconds=60"):
+    with pytest.raises(Refusal, match="max_age_seconds=60"):
         check(document, SnsVerifier.build([TOPIC], max_age_seconds=60), get)
 
 
@@ -294,7 +295,7 @@ def test_max_age_is_configurable(signer: Signer, get: CountingGet) -> None:
     ],
 )
 def test_malformed_messages_are_refused_without_a_fetch(get: CountingGet, document: Any, status: int) -> None:
-    with pytest.raises(SnsError) as caught:
+    with pytest.raises(Refusal) as caught:
         check(document, VERIFIER, get)
     assert caught.value.status == status and get.fetched == []
 
@@ -303,7 +304,7 @@ def test_docs_examples_with_placeholder_signatures_are_refused() -> None:
     for kind in ("notification", "subscription-confirmation", "unsubscribe-confirmation"):
         text = fixture_bytes(f"sns/docs-http-post.{kind}.txt").decode()
         document = orjson.loads(text[text.index("{") :])
-        with pytest.raises(SnsError) as caught:
+        with pytest.raises(Refusal) as caught:
             check(document, SnsVerifier.build([document["TopicArn"]]), CountingGet())
         assert caught.value.status in (401, 403)
 
@@ -334,7 +335,7 @@ async def test_cache_is_bounded_and_expires(signer: Signer) -> None:
 async def test_failed_fetch_is_503_and_not_cached(signer: Signer) -> None:
     get = CountingGet()
     fetcher = SnsFetcher(get)
-    with pytest.raises(SnsError) as caught:
+    with pytest.raises(Refusal) as caught:
         await fetcher.certificate(CERT_URL)
     assert caught.value.status == 503
     get.pages[CERT_URL] = signer.pem
@@ -369,7 +370,7 @@ def test_github_delivery_keeps_the_exact_body_and_headers() -> None:
     ],
 )
 def test_github_delivery_refusals(attributes: dict[str, str], require: bool, status: int) -> None:
-    with pytest.raises(WebhookError) as caught:
+    with pytest.raises(Refusal) as caught:
         to_deliveries(github_message(ISSUE_OPENED, **attributes), require)
     assert caught.value.status == status
 
@@ -396,7 +397,7 @@ def test_legacy_messages_are_told_by_shape(fixture: str, event: str) -> None:
     assert event_from_payload(orjson.loads(body)) == event
     (delivery,) = to_deliveries(parse_message(notification(body)))
     assert delivery.event == event and delivery.delivery_id.startswith("sns-")
-    with pytest.raises(WebhookError) as caught:
+    with pytest.raises(Refusal) as caught:
         to_deliveries(parse_message(notification(body)), require=True)
     assert caught.value.status == 401
 
@@ -414,7 +415,7 @@ def test_s3_notification_inside_sns() -> None:
 
 @pytest.mark.parametrize("body", ["plain text", "[1]", '{"unknown": "shape"}'])
 def test_unknown_messages_are_400(body: str) -> None:
-    with pytest.raises(WebhookError) as caught:
+    with pytest.raises(Refusal) as caught:
         to_deliveries(parse_message(notification(body)))
     assert caught.value.status == 400
 
@@ -538,6 +539,6 @@ async def test_post_sns_refusals_log_one_line(
 def test_recorded_messages_are_stale_by_todays_clock() -> None:
     document = recorded("sns/http-notification.sigv2.json")
     get = CountingGet(fixture_certificates())
-    with pytest.raises(SnsError, match="older than") as caught:
+    with pytest.raises(Refusal, match="older than") as caught:
         check(document, SnsVerifier.build([document["TopicArn"]]), get)
     assert caught.value.status == 401 and get.fetched == []

@@ -3,9 +3,13 @@
 Nothing from a payload ever reaches a shell: the command is an argv list, and each ``{dotted.path}`` placeholder
 is replaced inside its own argv item, so a title such as ``$(rm -rf ~)`` arrives as that text. The payload goes on
 stdin as JSON, and the child gets a new, small environment (``HOOKBOT_*``, ``PATH`` and the names the config
-allows), never hookbot's own, which holds the webhook secret and the GitHub token. Each command runs in its own
-process group, so a timeout kills whatever it started too. Exit 0 is success; anything else raises, which the
-dispatcher records as this plugin's failure so that a retry of the delivery runs the hook again.
+allows), never hookbot's own, which holds the webhook secret and the GitHub token; the values it does pass are
+secrets, scrubbed from the output hookbot logs, stores and comments. A placeholder value that would begin an
+argument with ``-`` is refused unless the hook allows it, so payload text never becomes an option. Each command
+runs in its own process group, killed whole when the command is done or times out, so nothing it started
+outlives it. Exit 0 is success and is remembered per hook, so a retry of the delivery runs only the hooks that
+failed; a non-zero exit or a timeout is retried, a hook that can never run for this delivery (a missing
+placeholder, a NUL byte, a missing command) is not.
 """
 
 from __future__ import annotations
@@ -13,13 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
-
-from bot.context import HandlerContext
-from bot.delivery import WILDCARD
-from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.plugin import WILDCARD, Context, Event, GitHubAPI, RepoSetting, RepositorySettings, Router, Setup
 
 if TYPE_CHECKING:
     from handlers.exec.hooks import ExecConfig
@@ -27,18 +25,32 @@ if TYPE_CHECKING:
 router = Router()
 
 
-def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConfig | NotSetUp:
+def setup(plugin: Setup) -> ExecConfig | None:
     """No ``[exec]`` section: no hooks, said without importing the hook runner, which every start (a Lambda cold
     start above all) would otherwise pay for; any section is checked in full (hooks.configure)."""
-    if not section:
-        return NOT_SET_UP
+    if not plugin.section:
+        return None
     from handlers.exec import hooks
 
-    return hooks.configure(section, env=env)
+    return hooks.configure(plugin.section, plugin.env)
+
+
+def _narrow(config: ExecConfig, values: Mapping[str, Any]) -> ExecConfig:
+    from handlers.exec import hooks
+
+    return hooks.narrow(config, values)
+
+
+repository_settings: RepositorySettings[ExecConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("hooks", "names", "the names of the server's hooks to run for this repository, and only those"),
+    ),
+    narrow=_narrow,
+)
 
 
 @router.register(WILDCARD)
-async def run_matching_hooks(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def run_matching_hooks(event: Event, gh: GitHubAPI, ctx: Context[ExecConfig]) -> None:
     from handlers.exec import hooks
 
     await hooks.run_matching_hooks(event, gh, ctx)

@@ -15,17 +15,23 @@ import signal
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
 
-from bot.context import HandlerContext
-from bot.delivery import Delivery
-from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.logs import REDACTED, register_secret
+from bot.plugin import (
+    Context,
+    Event,
+    GitHubAPI,
+    SettingError,
+    comment_once,
+    hidden_marker,
+    is_about_issue,
+    issue_path,
+)
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_CONCURRENT = 4
@@ -37,6 +43,7 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TEMPLATE_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 FIELD_PATH = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 RESERVED_ENV = frozenset({"PATH", "HOOKBOT_EVENT", "HOOKBOT_ACTION", "HOOKBOT_DELIVERY", "HOOKBOT_REPOSITORY"})
+SECRET_MIN_LENGTH = 4  # env values this long or longer are scrubbed from a hook's output; shorter ones would mangle it
 
 _COMMON_KEYS = frozenset({"sender", "repository", "installation", "organization", "enterprise"})
 # Top-level payload keys of the events hooks most often run on (GitHub Docs, "Webhook events and payloads"), so a
@@ -79,7 +86,17 @@ TOP_LEVEL_KEYS: Mapping[str, frozenset[str]] = {
 
 
 class HookError(Exception):
-    """A hook could not run or did not succeed for one delivery; the message says which hook and why."""
+    """A hook could not run or did not succeed for one delivery; the message says which hook and why.
+
+    Transient: a retry of the delivery runs the hook again (a non-zero exit, a timeout)."""
+
+
+class HookRefused(HookError, ValueError):
+    """A hook that cannot succeed for this delivery however often it is retried: a placeholder missing from the
+    payload, an option-like or NUL-bearing value, a command that does not exist or is not executable.
+
+    A ValueError, which the dispatcher counts as permanent (bot.github.is_permanent), so the delivery is not
+    retried for it; ``hookbot deliveries retry`` still runs it again once the config or the command is fixed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +111,15 @@ class Hook:
     cwd: Path | None = None
     # Values of the allow-listed names, taken at start; kept out of repr so they never reach a log line.
     env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    allow_option_like: bool = False  # let a placeholder begin an argument with "-" (for commands after "--")
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every value this hook gets through ``env`` replaced by ``[redacted]``: whatever the
+        command prints, a secret handed to it never reaches a log record, a stored outcome or a comment."""
+        for _, value in self.env:
+            if len(value) >= SECRET_MIN_LENGTH and value in text:
+                text = text.replace(value, REDACTED)
+        return text
 
 
 class _Slots:
@@ -122,8 +148,9 @@ class ExecConfig:
     slots: _Slots = field(default_factory=lambda: _Slots(DEFAULT_MAX_CONCURRENT), compare=False, repr=False)
 
 
-def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConfig | NotSetUp:
-    """Check every hook at start, so a typo in a placeholder or an unset env name fails here, not per push.
+def configure(section: Mapping[str, Any], env: Mapping[str, str]) -> ExecConfig | None:
+    """Check every hook at start, so a typo in a placeholder or an unset env name fails here, not per push; None
+    when there are no hooks.
 
     ``env`` is the environment snapshot bot/config.py read: ``PATH`` (plus ``LAMBDA_TASK_ROOT``, which Lambda
     sets to where the deployment package is unpacked, so packaged executables are found by name) and the values
@@ -140,7 +167,7 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConf
     if duplicates := sorted({name for name in names if names.count(name) > 1}):
         raise ValueError(f"hook names must be unique: {', '.join(duplicates)}")
     if not hooks:
-        return NOT_SET_UP
+        return None
     path = env.get("PATH") or os.defpath
     if task_root := env.get("LAMBDA_TASK_ROOT"):
         path = f"{path}{os.pathsep}{task_root}"
@@ -152,8 +179,30 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConf
     )
 
 
+def narrow(config: ExecConfig, values: Mapping[str, Any]) -> ExecConfig:
+    """A repository's ``hooks``: the server's hooks it names, and no others, run for it."""
+    names = values["hooks"]
+    defined = [hook.name for hook in config.hooks]
+    if unknown := [name for name in names if name not in defined]:
+        raise SettingError(
+            "hooks", f"the server defines no hook named {', '.join(unknown)}; it defines: {', '.join(defined)}"
+        )
+    return replace(config, hooks=tuple(hook for hook in config.hooks if hook.name in names))
+
+
 def _hook(index: int, data: Mapping[str, Any], env: Mapping[str, str]) -> Hook:
-    known = {"name", "events", "command", "repository", "branch", "timeout", "comment_output", "cwd", "env"}
+    known = {
+        "name",
+        "events",
+        "command",
+        "repository",
+        "branch",
+        "timeout",
+        "comment_output",
+        "cwd",
+        "env",
+        "allow_option_like",
+    }
     name = data.get("name", f"hook-{index}")
     where = f"hook {name!r}"
     if not isinstance(name, str) or not HOOK_NAME.fullmatch(name):
@@ -175,12 +224,16 @@ def _hook(index: int, data: Mapping[str, Any], env: Mapping[str, str]) -> Hook:
     comment_output = data.get("comment_output", False)
     if not isinstance(comment_output, bool):
         raise ValueError(f"{where}: comment_output must be true or false, not {comment_output!r}")
+    allow_option_like = data.get("allow_option_like", False)
+    if not isinstance(allow_option_like, bool):
+        raise ValueError(f"{where}: allow_option_like must be true or false, not {allow_option_like!r}")
     allowed = _string_list(data.get("env", []), f"{where}: env")
     for env_name in allowed:
         if not ENV_NAME.fullmatch(env_name) or env_name in RESERVED_ENV:
             raise ValueError(f"{where}: env name {env_name!r} is not allowed (PATH and HOOKBOT_* are always set)")
         if env_name not in env:
             raise ValueError(f"{where}: env lists {env_name} but hookbot's environment has no {env_name}")
+        register_secret(env[env_name])  # a value handed to a hook is treated as a secret in every log line
     return Hook(
         name=name,
         events=events,
@@ -191,6 +244,7 @@ def _hook(index: int, data: Mapping[str, Any], env: Mapping[str, str]) -> Hook:
         comment_output=comment_output,
         cwd=Path(cwd) if (cwd := _optional_string(data.get("cwd"), f"{where}: cwd")) else None,
         env=tuple((env_name, env[env_name]) for env_name in allowed),
+        allow_option_like=allow_option_like,
     )
 
 
@@ -264,8 +318,13 @@ def _as_text(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def render_command(command: Sequence[str], payload: Mapping[str, Any]) -> list[str]:
-    """The argv for one delivery: each placeholder's value lands inside its own argv item, never re-parsed."""
+def render_command(command: Sequence[str], payload: Mapping[str, Any], *, allow_option_like: bool = False) -> list[str]:
+    """The argv for one delivery: each placeholder's value lands inside its own argv item, never re-parsed.
+
+    Payload text is data, never an option: an item whose text begins with ``-`` because of a placeholder (an
+    issue titled ``--output=pwned.txt``) is refused unless the hook allows it, for git, curl, tar and most other
+    commands would read it as an option. A NUL byte cannot be passed in an argument at all.
+    """
 
     def substitute(match: re.Match[str]) -> str:
         token = match.group(0)
@@ -275,14 +334,25 @@ def render_command(command: Sequence[str], payload: Mapping[str, Any]) -> list[s
         try:
             return _as_text(lookup(payload, path))
         except KeyError as exc:
-            raise HookError(f"the payload has no {path!r} (missing {exc.args[0]!r})") from None
+            raise HookRefused(f"the payload has no {path!r} (missing {exc.args[0]!r})") from None
 
-    return [TEMPLATE_TOKEN.sub(substitute, item) for item in command]
+    argv = []
+    for item in command:
+        rendered = TEMPLATE_TOKEN.sub(substitute, item)
+        if "\0" in rendered:
+            raise HookRefused(f"a value for {item!r} holds a NUL byte, which no argument can carry")
+        if rendered.startswith("-") and not item.startswith("-") and not allow_option_like:
+            raise HookRefused(
+                f"the value for {item!r} begins with '-' and would be read as an option "
+                "(set allow_option_like = true, with '--' before it in the command, to pass such text)"
+            )
+        argv.append(rendered)
+    return argv
 
 
-def branch_of(delivery: Delivery) -> str | None:
+def branch_of(delivery: Event) -> str | None:
     """The branch an event is about: a push's ``refs/heads/<branch>``, a pull request's base branch."""
-    payload = delivery.payload
+    payload = delivery.data
     ref = payload.get("ref")
     if delivery.event == "push" and isinstance(ref, str) and ref.startswith("refs/heads/"):
         return ref.removeprefix("refs/heads/")
@@ -294,7 +364,7 @@ def branch_of(delivery: Delivery) -> str | None:
     return None
 
 
-def wants(hook: Hook, delivery: Delivery) -> bool:
+def wants(hook: Hook, delivery: Event) -> bool:
     """The hook's filters: events, then repository and branch (shell-style globs, ``release/*``)."""
     if not delivery.matches(hook.events):
         return False
@@ -308,7 +378,7 @@ def wants(hook: Hook, delivery: Delivery) -> bool:
     return True
 
 
-def child_environment(hook: Hook, config: ExecConfig, delivery: Delivery) -> dict[str, str]:
+def child_environment(hook: Hook, config: ExecConfig, delivery: Event) -> dict[str, str]:
     """The whole environment of the child: nothing of hookbot's own beyond PATH and the allow-list."""
     environment = dict(hook.env)
     environment.update(
@@ -372,22 +442,24 @@ class Run:
 
 
 def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it has already gone
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has already gone
         os.killpg(pid, signal.SIGKILL)
 
 
-def hook_argv(hook: Hook, delivery: Delivery) -> list[str]:
+def hook_argv(hook: Hook, delivery: Event) -> list[str]:
     try:
-        return render_command(hook.command, delivery.payload)
-    except HookError as exc:
-        raise HookError(f"hook {hook.name!r}: {exc} in this {delivery.describe()} delivery") from None
+        return render_command(hook.command, delivery.data, allow_option_like=hook.allow_option_like)
+    except HookRefused as exc:
+        raise HookRefused(f"hook {hook.name!r}: {exc} in this {delivery.describe()} delivery") from None
 
 
-async def run_hook(hook: Hook, config: ExecConfig, delivery: Delivery) -> Run:
-    """Run one hook to completion or to its timeout; the whole process group is killed past the timeout.
+async def run_hook(hook: Hook, config: ExecConfig, delivery: Event) -> Run:
+    """Run one hook to completion or to its timeout; then its whole process group is killed.
 
     The payload is written to stdin (a child that exits without reading it is not an error); completion means
-    the child has exited and closed stdout and stderr, so its output is all read.
+    the child has exited and closed stdout and stderr, so its output is all read. Whatever the hook started in
+    its process group (a daemon it forked, a ``cmd &``) is killed when it is done, so nothing outlives it; only a
+    process that leaves the group (``setsid``) can escape, and it cannot hold the worker past the timeout.
     """
     argv = hook_argv(hook, delivery)
     loop = asyncio.get_running_loop()
@@ -400,15 +472,18 @@ async def run_hook(hook: Hook, config: ExecConfig, delivery: Delivery) -> Run:
                 *argv,
                 env=child_environment(hook, config, delivery),
                 cwd=hook.cwd,
-                start_new_session=True,  # its own process group, so a timeout can kill its children too
+                start_new_session=True,  # its own process group, so everything it started can be killed with it
             )
-        except (OSError, ValueError) as exc:  # not found, not executable, or a NUL byte in an argument
+        except (FileNotFoundError, PermissionError, NotADirectoryError, ValueError) as exc:
+            # not found, not executable, a missing cwd: no retry can fix them, only the config or the host
+            raise HookRefused(f"hook {hook.name!r} could not start {argv[0]!r}: {exc}") from None
+        except OSError as exc:  # out of processes or file descriptors: may pass on a retry
             raise HookError(f"hook {hook.name!r} could not start {argv[0]!r}: {exc}") from None
         timed_out = True
         try:
             stdin = transport.get_pipe_transport(0)
             assert isinstance(stdin, asyncio.WriteTransport)
-            stdin.write(orjson.dumps(delivery.payload))
+            stdin.write(orjson.dumps(delivery.data))
             stdin.close()
             async with asyncio.timeout(hook.timeout):
                 await finished
@@ -417,48 +492,29 @@ async def run_hook(hook: Hook, config: ExecConfig, delivery: Delivery) -> Run:
             pass
         finally:
             exit_code = transport.get_returncode()
-            if timed_out:  # the timeout, or hookbot itself is being stopped: leave nothing behind
-                _kill_group(transport.get_pid())
+            _kill_group(transport.get_pid())  # done, timed out or hookbot stopping: leave nothing behind
             transport.close()
-    stdout, stderr = collector.outputs[1].text(), collector.outputs[2].text()
+    stdout, stderr = hook.scrub(collector.outputs[1].text()), hook.scrub(collector.outputs[2].text())
     ms = round((time.perf_counter() - started) * 1000, 2)
     return Run(hook, argv, exit_code, timed_out, stdout, stderr, ms)
 
 
-def comment_target(payload: Mapping[str, Any]) -> tuple[str, int] | None:
-    """(repository, number) of the issue or pull request a payload is about, if any."""
-    repository = payload.get("repository")
-    for key in ("issue", "pull_request"):
-        item = payload.get(key)
-        if isinstance(item, Mapping) and isinstance(item.get("number"), int) and isinstance(repository, Mapping):
-            return str(repository["full_name"]), int(item["number"])
-    return None
+def marker(hook: Hook, delivery: Event) -> str:
+    return hidden_marker("exec", hook=hook.name, delivery=delivery.delivery_id)
 
 
-def marker(hook: Hook, delivery: Delivery) -> str:
-    return f"<!-- hookbot:exec hook={hook.name} delivery={delivery.delivery_id} -->"
-
-
-async def post_output(gh: GitHubAPI, ctx: HandlerContext, run: Run) -> None:
+async def post_output(delivery: Event, gh: GitHubAPI, ctx: Context[ExecConfig], run: Run) -> None:
     """Comment the trimmed stdout once per delivery and hook: the hidden marker makes a retry find its comment."""
-    target = comment_target(ctx.delivery.payload)
     text = run.stdout.strip()
-    if target is None or not text:
+    if not is_about_issue(delivery) or not text:
         ctx.log.info("hook %s: no issue or pull request to comment on, or no output", run.hook.name)
         return
     if len(text) > COMMENT_LIMIT:
         text = text[:COMMENT_LIMIT] + "\n[output trimmed]"
-    repository, number = target
-    comments_url = f"/repos/{repository}/issues/{number}/comments"
-    hidden = marker(run.hook, ctx.delivery)
-    async for comment in gh.getiter(comments_url):
-        if hidden in (comment.get("body") or ""):
-            return
-    await gh.post(comments_url, data={"body": f"{text}\n\n{hidden}"})
+    await comment_once(gh, issue_path(delivery, "comments"), text, marker(run.hook, delivery))
 
 
-async def _run_and_report(hook: Hook, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    delivery = ctx.delivery
+async def _run_and_report(hook: Hook, delivery: Event, gh: GitHubAPI, ctx: Context[ExecConfig]) -> None:
     if ctx.dry_run:
         argv = hook_argv(hook, delivery)
         ctx.actions.record(f"run hook {hook.name}: {shlex.join(argv)}")
@@ -485,17 +541,34 @@ async def _run_and_report(hook: Hook, gh: GitHubAPI, ctx: HandlerContext) -> Non
     ctx.log.info("exec hook succeeded", extra={"fields": fields})
     ctx.actions.record(f"ran hook {hook.name}: {shlex.join(run.argv)}")
     if hook.comment_output:
-        await post_output(gh, ctx, run)
+        await post_output(delivery, gh, ctx, run)
 
 
-async def run_matching_hooks(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    """Run every hook that wants this delivery, side by side; any failure fails the plugin (all rerun on retry)."""
-    config: ExecConfig = ctx.config
-    hooks = [hook for hook in config.hooks if wants(hook, ctx.delivery)]
-    results = await asyncio.gather(*(_run_and_report(hook, gh, ctx) for hook in hooks), return_exceptions=True)
+async def _run_once(hook: Hook, event: Event, gh: GitHubAPI, ctx: Context[ExecConfig]) -> None:
+    """Run a hook unless it already succeeded for this delivery; mark it when it does."""
+    if ctx.steps is not None and await ctx.steps.done(f"hook:{hook.name}"):
+        ctx.log.info("hook %s already succeeded for this delivery; not run again", hook.name)
+        return
+    await _run_and_report(hook, event, gh, ctx)
+    if ctx.steps is not None and not ctx.dry_run:
+        await ctx.steps.mark_done(f"hook:{hook.name}")
+
+
+async def run_matching_hooks(event: Event, gh: GitHubAPI, ctx: Context[ExecConfig]) -> None:
+    """Run every hook that wants this delivery, side by side.
+
+    Each hook's success is remembered for the delivery, so a retry or a redelivery runs only the hooks that
+    failed. Any failure fails the plugin; when every failure is one no retry can fix (HookRefused), so is the
+    plugin's, and the delivery is not retried for nothing.
+    """
+    hooks = [hook for hook in ctx.config.hooks if wants(hook, event)]
+    results = await asyncio.gather(*(_run_once(hook, event, gh, ctx) for hook in hooks), return_exceptions=True)
     failures = [result for result in results if isinstance(result, BaseException)]
     for failure in failures:
         if not isinstance(failure, Exception):
             raise failure  # cancellation: let it through
     if failures:
-        raise HookError("; ".join(str(failure) for failure in failures))
+        message = "; ".join(str(failure) for failure in failures)
+        if all(isinstance(failure, HookRefused) for failure in failures):
+            raise HookRefused(message)
+        raise HookError(message)

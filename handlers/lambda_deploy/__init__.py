@@ -5,7 +5,7 @@ wait for the function's turn, resolve the artifact (an S3 object, or the pushed 
 and uploaded), update or create the function, stamp its Description with what was deployed, publish a version and
 move the alias, so that a rollback is one alias move.
 
-This module holds only the router and ``configure``: every start imports the plugin to ask whether it has work,
+This module holds only the router and ``setup``: every start imports the plugin to ask whether it has work,
 a Lambda cold start included, so the rest is imported when a section has rules (config) and when a trigger
 fires (the others). One concern per module:
 
@@ -26,12 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
-
-from bot.context import HandlerContext
-from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.plugin import Context, Event, GitHubAPI, RepoSetting, RepositorySettings, Router, Setup
 
 if TYPE_CHECKING:
     from handlers.lambda_deploy.config import LambdaDeployConfig
@@ -39,32 +34,52 @@ if TYPE_CHECKING:
 router = Router()
 
 
-def configure(section: Mapping[str, Any]) -> LambdaDeployConfig | NotSetUp:
+def setup(plugin: Setup) -> LambdaDeployConfig | None:
     """No ``[lambda_deploy]`` section: nothing to deploy, said without importing the rest of the plugin; any
-    section is checked in full (config.configure)."""
-    if not section:
-        return NOT_SET_UP
+    section is checked in full (config.configure).
+
+    ``plugin.env`` is hookbot's environment snapshot, read only for ``AWS_LAMBDA_FUNCTION_NAME`` (which Lambda
+    sets to the function running the code), so that hookbot never deploys over itself.
+    """
+    if not plugin.section:
+        return None
     from handlers.lambda_deploy import config
 
-    return config.configure(section)
+    return config.configure(plugin.section, own_function=plugin.env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def _narrow(config: LambdaDeployConfig, values: Mapping[str, Any]) -> LambdaDeployConfig:
+    from handlers.lambda_deploy import config as rules
+
+    return rules.narrow(config, values)
+
+
+# No function, artifact, bucket or alias can come from a repository: it can only pick among the server's rules.
+repository_settings: RepositorySettings[LambdaDeployConfig] = RepositorySettings(
+    settings=(
+        RepoSetting("enabled", "bool", "false: nothing deploys from this repository"),
+        RepoSetting("rules", "names", "the names of the server's push rules that apply to this repository"),
+    ),
+    narrow=_narrow,
+)
 
 
 @router.register("push")
-async def push(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def push(event: Event, gh: GitHubAPI, ctx: Context[LambdaDeployConfig]) -> None:
     from handlers.lambda_deploy import triggers
 
     await triggers.push(event, gh, ctx)
 
 
 @router.register("s3")
-async def s3_upload(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def s3_upload(event: Event, gh: GitHubAPI, ctx: Context[LambdaDeployConfig]) -> None:
     from handlers.lambda_deploy import triggers
 
     await triggers.s3_upload(event, gh, ctx)
 
 
 @router.register("issue_comment", action="created")
-async def deploy_command(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def deploy_command(event: Event, gh: GitHubAPI, ctx: Context[LambdaDeployConfig]) -> None:
     from handlers.lambda_deploy import triggers
 
     await triggers.deploy_command(event, gh, ctx)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from handlers.lambda_deploy.config import PushRule
+from handlers.lambda_deploy.errors import Refused
 
 COMMAND = re.compile(r"^/deploy(?:\s+(?P<args>.*?))?\s*$", re.MULTILINE)
 SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
-USAGE = "Usage: `/deploy <sha> [function]` or `/deploy rollback [function]`."
+USAGE = "Usage: `/deploy <sha> [function]` (a commit on the deployed branch) or `/deploy rollback [function]`."
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +38,27 @@ def parse_command(body: str) -> Command | None:
 
 
 def pick_rule(rules: list[PushRule], function: str | None, repository: str) -> PushRule | str:
-    """The one rule a command is about, or the reason there is not exactly one."""
+    """The one rule a command is about, or the reason there is not exactly one.
+
+    A rule whose function name this repository cannot make (a placeholder refused) deploys nothing, so it is
+    left out here; the first refusal is the answer when no other rule is left.
+    """
+    named: dict[PushRule, str] = {}
+    refusal = ""
+    for rule in rules:
+        try:
+            named[rule] = rule.function_name(repository)
+        except Refused as exc:
+            refusal = refusal or f" ({exc})"
     if function is not None:
-        rules = [rule for rule in rules if rule.function_name(repository) == function]
-        if not rules:
+        named = {rule: name for rule, name in named.items() if name == function}
+        if not named:
             return f"`{function}` is not deployed from {repository}."
-    functions = sorted({rule.function_name(repository) for rule in rules})
+    functions = sorted(set(named.values()))
     if not functions:
-        return f"No Lambda function is deployed from {repository}."
+        return f"No Lambda function is deployed from {repository}{refusal}."
     if len(functions) > 1:
         return f"Several functions are deployed from {repository}; name one: " + ", ".join(
             f"`{name}`" for name in functions
         )
-    return rules[0]
+    return next(iter(named))

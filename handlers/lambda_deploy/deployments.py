@@ -10,12 +10,13 @@ may be packaged from the repository itself; an upload involves no GitHub at all.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot.context import HandlerContext
+from bot.plugin import Context
 from handlers.lambda_deploy.aws_steps import (
     Artifact,
     Deployed,
@@ -28,13 +29,22 @@ from handlers.lambda_deploy.aws_steps import (
     upload_artifact,
 )
 from handlers.lambda_deploy.config import LambdaDeployConfig, PushRule, S3Rule
-from handlers.lambda_deploy.errors import DeployError, Superseded
-from handlers.lambda_deploy.github import GitHubDeployment, console_url, download_zipball, repackage_zipball
+from handlers.lambda_deploy.errors import DeployError, Refused, Superseded
+from handlers.lambda_deploy.github import (
+    ON_BRANCH,
+    GitHubDeployment,
+    branch_status,
+    console_url,
+    download_zipball,
+    repackage_zipball,
+)
 from handlers.lambda_deploy.ordering import check_order
+
+FULL_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 async def deploy(
-    ctx: HandlerContext,
+    ctx: Context[LambdaDeployConfig],
     target: Target,
     resolve: Callable[[], Awaitable[Artifact]],
     plan: str,
@@ -44,7 +54,7 @@ async def deploy(
 
     ``resolve`` is a coroutine function giving the Artifact, called only once the deployment is sure to run.
     """
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     async with config.queue.turn(target.function, target.order):
         if on_start is not None:
             await on_start()
@@ -69,16 +79,24 @@ def _plan(artifact: str, target: Target) -> str:
 
 
 async def deploy_commit(
-    gh: GitHubAPI, ctx: HandlerContext, rule: PushRule, repository: str, sha: str, order: float
+    gh: GitHubAPI, ctx: Context[LambdaDeployConfig], rule: PushRule, repository: str, sha: str, order: float
 ) -> str:
-    """Deploy one commit by one push rule, reported as a GitHub Deployment; returns a one-line summary."""
-    function = rule.function_name(repository)
+    """Deploy one commit by one push rule, reported as a GitHub Deployment; returns a one-line summary.
+
+    Every line names the full sha: a short one is what a colliding commit would share.
+    """
+    config = ctx.config
+    try:
+        function = config.check_target(rule.function_name(repository))
+    except Refused as exc:
+        ctx.log.warning("not deploying %s from %s: %s", sha, repository, exc)
+        return f"Did not deploy `{sha}`: {exc}."
     bucket, key = rule.artifact_location(repository, sha)
     target = Target(
         function=function,
         alias=rule.alias,
         create=rule.create,
-        description=f"deployed {sha[:7]} from {repository}@{rule.branch}",
+        description=f"deployed {sha} from {repository}@{rule.branch}",
         source=f"{repository}@{sha}",
         order=order,
     )
@@ -93,51 +111,67 @@ async def deploy_commit(
         return await asyncio.to_thread(head_artifact, s3, bucket, key, None)
 
     async def started() -> None:
-        await deployment.status("in_progress", f"deploying {sha[:7]} to {function}")
+        await deployment.status("in_progress", f"deploying {sha} to {function}")
 
-    config: LambdaDeployConfig = ctx.config
     if config.queue.busy(function):
         await deployment.status("queued", f"waiting for another deployment to {function}")
-    what = f"the zipball of {sha[:7]} ({rule.subdir or 'whole commit'}) uploaded to s3://{bucket}/{key}"
+    what = f"the zipball of {sha} ({rule.subdir or 'whole commit'}) uploaded to s3://{bucket}/{key}"
     plan = _plan(what if rule.source == "repository" else f"s3://{bucket}/{key}", target)
     try:
         deployed = await deploy(ctx, target, resolve, plan, on_start=started)
     except Superseded as exc:
-        ctx.log.info("not deploying %s to %s: %s", sha[:7], function, exc)
+        ctx.log.info("not deploying %s to %s: %s", sha, function, exc)
         await deployment.status("inactive", str(exc))
-        return f"Did not deploy `{sha[:7]}` to `{function}`: {exc}."
+        return f"Did not deploy `{sha}` to `{function}`: {exc}."
     except DeployError as exc:
-        ctx.log.warning("deploying %s to %s failed: %s", sha[:7], function, exc)
+        ctx.log.warning("deploying %s to %s failed: %s", sha, function, exc)
         await deployment.status("failure", str(exc))
-        return f"Could not deploy `{sha[:7]}` to `{function}`: {exc}."
+        return f"Could not deploy `{sha}` to `{function}`: {exc}."
     except Exception as exc:  # a bug or an outage: say so on GitHub, then let dispatch log and count it
         await deployment.status("error", f"hookbot failed: {type(exc).__name__}")
         raise
     if deployed is None:
-        return f"Would deploy `{sha[:7]}` to `{function}` (dry-run)."
+        return f"Would deploy `{sha}` to `{function}` (dry-run)."
     alias_text = f", alias `{deployed.alias}`" if deployed.alias else ""
     await deployment.status(
         "success",
         f"version {deployed.version} of {deployed.function_arn}",
         console_url(deployed.function_arn, deployed.version),
     )
-    return f"Deployed `{sha[:7]}` to `{function}`: version {deployed.version}{alias_text} ({deployed.function_arn})."
+    return f"Deployed `{sha}` to `{function}`: version {deployed.version}{alias_text} ({deployed.function_arn})."
 
 
 async def deploy_ref(
-    gh: GitHubAPI, ctx: HandlerContext, rule: PushRule, repository: str, ref: str, order: float
+    gh: GitHubAPI, ctx: Context[LambdaDeployConfig], rule: PushRule, repository: str, ref: str, order: float
 ) -> str:
-    """``/deploy <sha>``: the commit a (possibly short) sha names, deployed as a push of it would be."""
+    """``/deploy <ref>``: the commit a (possibly short) sha names, deployed as a push of it would be, but only when
+    it is on the rule's branch.
+
+    ``/commits/{ref}`` resolves any commit GitHub can reach from the repository, a fork's included, and a short
+    sha is easy to collide: so the ref becomes the full sha, and GitHub's compare API must place that sha on the
+    branch (the tip, or behind it) before anything is deployed. Reviewed code is what reached the branch.
+    """
     try:
         commit = await gh.getitem(f"/repos/{repository}/commits/{ref}")
     except gidgethub.BadRequest:
         return f"`{ref}` is not a commit of {repository}."
-    sha = str(commit["sha"]) if isinstance(commit, dict) and "sha" in commit else ref
+    sha = str(commit.get("sha") or "") if isinstance(commit, dict) else ""
+    if not FULL_SHA.fullmatch(sha):
+        return f"GitHub did not resolve `{ref}` to a commit of {repository}."
+    status = await branch_status(gh, repository, rule.branch, sha)
+    if status not in ON_BRANCH:
+        ctx.log.warning(
+            "refused /deploy of %s to %s: not on %s (compare says %s)", sha, repository, rule.branch, status
+        )
+        return (
+            f"Did not deploy `{sha}`: it is not on `{rule.branch}` (GitHub compares it with `{rule.branch}` as "
+            f"{status}). Only commits on `{rule.branch}` are deployed; merge it first."
+        )
     return await deploy_commit(gh, ctx, rule, repository, sha, order)
 
 
 async def deploy_upload(
-    ctx: HandlerContext, rule: S3Rule, bucket: str, key: str, version: str | None, order: float
+    ctx: Context[LambdaDeployConfig], rule: S3Rule, bucket: str, key: str, version: str | None, order: float
 ) -> None:
     """Deploy one uploaded object; a failure raises, so the delivery is logged as failed and may be retried."""
     if rule.pointer is not None:
@@ -147,7 +181,12 @@ async def deploy_upload(
         pointed = await asyncio.to_thread(read_pointer, ctx.aws.client("s3"), bucket, key, version)
     else:
         pointed = Artifact(bucket, key, version)
-    function = rule.function_name(pointed.key)
+    config = ctx.config
+    try:
+        function = config.check_target(rule.function_name(pointed.key))
+    except Refused as exc:  # whoever uploaded chose the name: never deployed, and a retry cannot change that
+        ctx.log.warning("not deploying %s: %s", pointed, exc)
+        return
     target = Target(
         function=function,
         alias=rule.alias,
@@ -168,13 +207,19 @@ async def deploy_upload(
         ctx.log.info("not deploying %s to %s: %s", pointed, function, exc)
 
 
-async def roll_back_alias(ctx: HandlerContext, rule: PushRule, repository: str, user: str, order: float) -> str:
+async def roll_back_alias(
+    ctx: Context[LambdaDeployConfig], rule: PushRule, repository: str, user: str, order: float
+) -> str:
     """``/deploy rollback``: the alias back to the previous published version, in the function's turn."""
-    function = rule.function_name(repository)
+    config = ctx.config
+    try:
+        function = config.check_target(rule.function_name(repository))
+    except Refused as exc:
+        ctx.log.warning("not rolling back for %s: %s", repository, exc)
+        return f"Did not roll back: {exc}."
     if rule.alias is None:
         return f"`{function}` has no alias configured, so there is nothing to roll back."
     alias = rule.alias
-    config: LambdaDeployConfig = ctx.config
     try:
         async with config.queue.turn(function, order):
             if ctx.dry_run:

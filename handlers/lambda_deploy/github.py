@@ -7,6 +7,7 @@ with no GitHub at all) never reaches this module, and what the repository shows 
 from __future__ import annotations
 
 import io
+import urllib.parse
 import zipfile
 from typing import Any
 
@@ -14,10 +15,11 @@ import gidgethub
 from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 
+from bot.plugin import hidden_marker
 from handlers.lambda_deploy.config import PushRule
 from handlers.lambda_deploy.errors import DeployError
 
-MARKER = "<!-- hookbot:lambda_deploy -->"  # in every reply, so the bot never answers itself
+MARKER = hidden_marker("lambda_deploy")  # in every reply, so the bot never answers itself
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 
 
@@ -79,6 +81,21 @@ async def permission_of(gh: GitHubAPI, repository: str, user: str) -> tuple[bool
     return role in WRITE_PERMISSIONS or permission in WRITE_PERMISSIONS, role or permission
 
 
+ON_BRANCH = frozenset({"identical", "behind"})  # compare base...head: head is the branch's tip or an ancestor of it
+
+
+async def branch_status(gh: GitHubAPI, repository: str, branch: str, sha: str) -> str:
+    """How GitHub's compare API places ``sha`` against ``branch``: ``identical`` or ``behind`` when the commit is on
+    the branch; ``ahead`` or ``diverged`` when it is not; ``unknown`` when GitHub cannot compare them at all (a
+    commit only a fork has, a branch that does not exist)."""
+    url = f"/repos/{repository}/compare/{urllib.parse.quote(branch, safe='/')}...{sha}"
+    try:
+        found = await gh.getitem(url)
+    except gidgethub.BadRequest:
+        return "unknown"
+    return str(found.get("status") or "unknown") if isinstance(found, dict) else "unknown"
+
+
 async def reply(gh: GitHubAPI, repository: str, number: int, text: str) -> None:
     await gh.post(f"/repos/{repository}/issues/{number}/comments", data={"body": f"{text}\n\n{MARKER}"})
 
@@ -94,7 +111,7 @@ async def download_zipball(gh: GitHubAPI, repository: str, sha: str) -> bytes:
     headers = sansio.create_headers(gh.requester, oauth_token=gh.oauth_token)
     status, _, body = await gh._request("GET", url, headers)
     if status != 200:
-        raise DeployError(f"cannot download the zipball of {sha[:7]} from {repository}: HTTP {status}")
+        raise DeployError(f"cannot download the zipball of {sha} from {repository}: HTTP {status}")
     return body
 
 
