@@ -20,6 +20,23 @@ class ConfigError(Exception):
     """A setting a user got wrong; the message says which and how to fix it."""
 
 
+# An HMAC keyed with an empty or short secret is one an attacker can compute or guess: hookbot refuses to start
+# with one rather than accept deliveries signed with it. GitHub accepts any secret, so the check is ours.
+MIN_SECRET_BYTES = 16
+
+
+def check_webhook_secret(value: str, source: str) -> str:
+    """``value`` when it is a webhook secret worth the name; else a ConfigError naming ``source`` and the fix."""
+    size = len(value.encode())
+    if value.strip() and size >= MIN_SECRET_BYTES:
+        return value
+    what = "blank" if not value.strip() else f"only {size} bytes"
+    raise ConfigError(
+        f"the webhook secret in {source} is {what}; it needs at least {MIN_SECRET_BYTES}: make one with "
+        "`openssl rand -hex 32` and set the same value in GitHub's webhook settings"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class GitHubSettings:
     webhook_secret: str | None = None
@@ -174,6 +191,23 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+def _webhook_secret(env: Mapping[str, str], github: Mapping[str, Any], path: Path | None) -> str | None:
+    """The configured webhook secret, checked, or None (then `serve` generates one); set but blank is refused."""
+    if "GITHUB_WEBHOOK_SECRET" in env:
+        references = (
+            ("SSM parameter", env.get("GITHUB_WEBHOOK_SECRET_SSM_PARAMETER", "").strip()),
+            ("Secrets Manager secret", env.get("GITHUB_WEBHOOK_SECRET_SECRETS_MANAGER_ID", "").strip()),
+        )
+        source = "GITHUB_WEBHOOK_SECRET" + "".join(f" (from {kind} {ref})" for kind, ref in references if ref)
+        return check_webhook_secret(env["GITHUB_WEBHOOK_SECRET"], source)
+    value = github.get("webhook_secret")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"[github] webhook_secret of {path} must be a string")
+    return check_webhook_secret(value, f"[github] webhook_secret of {path}")
+
+
 def load_settings(env: Mapping[str, str], config_path: str | Path | None = None) -> Settings:
     """Build Settings from an environment mapping and an optional TOML file (pure apart from reading files).
 
@@ -204,8 +238,11 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
         )
     every = gh.get("redeliver_every")
     github = GitHubSettings(
-        webhook_secret=env.get("GITHUB_WEBHOOK_SECRET") or gh.get("webhook_secret"),
-        previous_secrets=_strings(gh.get("previous_secrets", []), "[github] previous_secrets"),
+        webhook_secret=_webhook_secret(env, gh, path),
+        previous_secrets=tuple(
+            check_webhook_secret(value, f"[github] previous_secrets[{index}] of {path}")
+            for index, value in enumerate(_strings(gh.get("previous_secrets", []), "[github] previous_secrets"))
+        ),
         allow_sha1=_bool(gh.get("allow_sha1", False), "[github] allow_sha1"),
         token=env.get("GITHUB_TOKEN") or gh.get("token"),
         app_id=str(app_id) if app_id else None,
