@@ -80,9 +80,8 @@ class Dispatcher:
         token = current_delivery.set(delivery.delivery_id)
         try:
             result = DispatchResult(delivery.delivery_id)
-            if not await self.dedupe.claim(delivery.delivery_id):
+            if not await self._claim(delivery):
                 result.duplicate = True
-                log.info("delivery already handled or in progress; skipped", extra={"fields": _fields(delivery)})
                 return result
             actions = ActionLog(dry_run=self.dry_run)
             event = sansio.Event(delivery.payload, event=delivery.event, delivery_id=delivery.delivery_id)
@@ -95,7 +94,7 @@ class Dispatcher:
                     # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
                     bot_login = await self.github.bot_login() if delivery.from_github else None
                 except Exception as exc:
-                    await self.dedupe.release(delivery.delivery_id)
+                    await self._release(delivery)
                     log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
                     result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
                     return result
@@ -103,7 +102,7 @@ class Dispatcher:
                     configs = await self._repository_configs(gh, delivery, config_pushed)
                 except Exception as exc:
                     # Applying the server's config instead could undo what the repository switched off: retry later.
-                    await self.dedupe.release(delivery.delivery_id)
+                    await self._release(delivery)
                     log.exception("cannot read the repository's config", extra={"fields": _fields(delivery)})
                     result.outcomes.append(Outcome("repo-config", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
                     return result
@@ -113,7 +112,7 @@ class Dispatcher:
                 result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
             result.actions = actions.lines
             if result.ok:
-                await self.dedupe.mark_done(delivery.delivery_id)
+                await self._mark_done(delivery)
                 # The per-plugin marks serve only retries of a partly failed delivery; a finished one needs none.
                 for outcome in result.outcomes:
                     if outcome.status == "ok":
@@ -121,10 +120,34 @@ class Dispatcher:
                 if config_pushed:
                     await self.dedupe.forget(f"{delivery.delivery_id}/{REPORT_KEY}")
             else:
-                await self.dedupe.release(delivery.delivery_id)
+                await self._release(delivery)
             return result
         finally:
             current_delivery.reset(token)
+
+    async def _claim(self, delivery: Delivery) -> bool:
+        """Claim the delivery id and every replay key (its body's SHA-256, its SNS message): all or nothing.
+
+        A key already taken means the same delivery is done or running, under this id or another one.
+        """
+        claimed: list[str] = []
+        for key in (delivery.delivery_id, *delivery.replay_keys):
+            if not await self.dedupe.claim(key):
+                for taken in claimed:
+                    await self.dedupe.release(taken)
+                what = "delivery" if key == delivery.delivery_id else "the same body under another delivery id"
+                log.info("%s already handled or in progress; skipped", what, extra={"fields": _fields(delivery)})
+                return False
+            claimed.append(key)
+        return True
+
+    async def _release(self, delivery: Delivery) -> None:
+        for key in (delivery.delivery_id, *delivery.replay_keys):
+            await self.dedupe.release(key)
+
+    async def _mark_done(self, delivery: Delivery) -> None:
+        for key in (delivery.delivery_id, *delivery.replay_keys):
+            await self.dedupe.mark_done(key)
 
     async def _repository_configs(self, gh: Any, delivery: Delivery, config_pushed: bool) -> Mapping[str, Any]:
         """Each plugin's config for the delivery's repository (.github/hookbot.yml under the server's ceiling).

@@ -127,6 +127,27 @@ SELECT d.id, v0.body FROM deliveries AS d JOIN deliveries_v0 AS v0 USING (delive
 )
 
 
+# The SHA-256 of every body the journal holds a row for, with the row's delivery id. GitHub's HMAC covers the body
+# but not X-GitHub-Delivery, so a signed body replayed under another delivery id is answered as a duplicate from
+# here. A table of its own (created on open, at any schema version) rather than a column: rows go with the
+# deliveries they belong to, when those are pruned.
+SEEN_BODIES = (
+    "CREATE TABLE IF NOT EXISTS seen_bodies (sha256 TEXT PRIMARY KEY, delivery_id TEXT NOT NULL) WITHOUT ROWID"
+)
+REPLAYED = "replayed"  # the admission of a body already journaled under another delivery id
+
+
+def admit_unless_replayed(conn: sqlite3.Connection, row: tuple[Any, ...], body_sha256: str) -> str:
+    """Journal a delivery (see record_admission) unless its body is journaled under another id: then REPLAYED."""
+    key = row[0]
+    earlier = conn.execute("SELECT delivery_id FROM seen_bodies WHERE sha256 = ?", (body_sha256,)).fetchone()
+    if earlier is not None and earlier[0] != key:
+        return REPLAYED
+    state = record_admission(conn, row)
+    conn.execute("INSERT OR IGNORE INTO seen_bodies (sha256, delivery_id) VALUES (?, ?)", (body_sha256, key))
+    return state
+
+
 def record_admission(conn: sqlite3.Connection, row: tuple[str, str, str, float, bytes, float]) -> str:
     """Journal a delivery at the door (see INSERT): its state after this commit, "queued" when it is to run now."""
     key, event, source, received_at, body, now = row
@@ -186,6 +207,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
         migrate(conn)
+    conn.execute(SEEN_BODIES)
     return conn
 
 
@@ -379,7 +401,7 @@ class JournalInbox:
         now = time.time()
         row = (key, delivery.event, delivery.source, delivery.received_at, delivery.body, now)
 
-        committed = self._queue_op(functools.partial(record_admission, row=row))
+        committed = self._queue_op(functools.partial(admit_unless_replayed, row=row, body_sha256=delivery.body_sha256))
         # The bookkeeping after the commit runs as a callback, not after the await below: a request cancelled
         # while waiting (the client hung up) must still get its committed delivery queued for a worker.
         committed.add_done_callback(functools.partial(self._admitted, delivery))
@@ -388,7 +410,7 @@ class JournalInbox:
         except Exception:
             log.exception("could not write delivery %s to the journal; answering busy", key)
             return "busy"
-        return "duplicate" if state == DONE else "accepted"
+        return "duplicate" if state in (DONE, REPLAYED) else "accepted"
 
     async def _pace(self) -> None:
         """Hold a new delivery back while workers are behind, until one of them takes a delivery (or briefly).
@@ -408,7 +430,7 @@ class JournalInbox:
             timer.cancel()
 
     def _admitted(self, delivery: Delivery, committed: asyncio.Future[str]) -> None:
-        if committed.cancelled() or committed.exception() is not None or committed.result() == DONE:
+        if committed.cancelled() or committed.exception() is not None or committed.result() in (DONE, REPLAYED):
             self._forget(delivery.delivery_id)
             return
         self._ready.put_nowait((delivery, True))
@@ -426,6 +448,10 @@ class JournalInbox:
         def recover(conn: sqlite3.Connection) -> list[str]:
             conn.execute("DELETE FROM deliveries WHERE state IN ('done', 'failed') AND updated_at < ?", (keep_after,))
             conn.execute("DELETE FROM bodies WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE id = bodies.id)")
+            conn.execute(
+                "DELETE FROM seen_bodies WHERE NOT EXISTS"
+                " (SELECT 1 FROM deliveries WHERE delivery_id = seen_bodies.delivery_id)"
+            )
             rows = conn.execute("SELECT delivery_id FROM deliveries WHERE state IN ('queued', 'running')")
             return [str(r[0]) for r in rows]
 

@@ -59,9 +59,9 @@ async def test_signed_issue_opened_is_greeted_once_even_when_delivered_twice(
 
 async def test_redelivery_under_a_new_id_is_not_greeted_twice(bot_client: tuple[TestClient, FakeGitHub]) -> None:
     client, fake = bot_client
-    for _ in range(2):
+    for status in (202, 200):  # the same body again is a duplicate whatever its delivery id
         response = await client.post("/webhook", data=ISSUE_OPENED, headers=github_headers(ISSUE_OPENED, "issues"))
-        assert response.status == 202
+        assert response.status == status
         await wait_idle(client)
     assert len(fake.posted_comments()) == 1
 
