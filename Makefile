@@ -5,17 +5,21 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint bench clean
 
-$(BIN)/.installed: pyproject.toml
+# The example plugin is installed too (not named in any config, so it does not run): the tests then prove that an
+# installed third-party plugin changes nothing until it is named, and examples/labeler's own test keeps the
+# plugin contract honest.
+$(BIN)/.installed: pyproject.toml examples/labeler/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/labeler
 	touch $@
 
 run: $(BIN)/.installed
 	$(BIN)/hookbot serve
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check bot handlers tests bench
+	$(BIN)/ruff check bot handlers tests bench examples
 	$(BIN)/mypy
 
 test: lint

@@ -12,15 +12,26 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bot import __version__
 from bot.config import ConfigError, Settings, load_settings, parse_duration
 from bot.delivery import Delivery, Refusal
 from bot.github_webhook import parse_payload
 from bot.logs import setup_logging
+from bot.plugin import Setup
 from bot.runtime import Runtime, ensure_webhook_secret, webhook_secrets
 
 log = logging.getLogger("hookbot")
+
+
+PLUGIN_OPTION: dict[str, Any] = {
+    "type": Path,
+    "action": "append",
+    "default": [],
+    "metavar": "PATH",
+    "help": "also load the plugin in this .py file or package directory (repeatable), before it is packaged",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    serve.add_argument("--plugin", dest="plugins", **PLUGIN_OPTION)
 
     replay = commands.add_parser("replay", help="run the handlers on a saved payload and print what they do")
     replay.add_argument("file", type=Path, help="a webhook payload (JSON) as GitHub sent it")
@@ -40,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--action", help="override the payload's action, e.g. opened")
     replay.add_argument("--live", action="store_true", help="really act (default: dry-run)")
     replay.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    replay.add_argument("--plugin", dest="plugins", **PLUGIN_OPTION)
 
     package = commands.add_parser("package", help="build the AWS Lambda deployment zip (see deploy/README.md)")
     package.add_argument("--output", type=Path, default=Path("dist/hookbot-lambda.zip"), help="zip to write")
@@ -165,7 +178,7 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def serve(settings: Settings, host: str | None, port: int | None) -> int:
+def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: Sequence[Path] = ()) -> int:
     from aiohttp import web
 
     from bot.server import create_app
@@ -183,7 +196,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
             )
         secrets = [value.encode()]
     check_state_dir(settings.state_dir)
-    runtime = Runtime.build(settings, secrets_=secrets)
+    runtime = Runtime.build(settings, secrets_=secrets, plugin_paths=plugin_paths)
     if runtime.dispatcher.dry_run:
         log.info("dry-run: actions are logged, not performed (set GITHUB_TOKEN or a GitHub App to act)")
     host = host or settings.server.host
@@ -203,12 +216,21 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
     return 0
 
 
-async def replay(settings: Settings, body: bytes, event: str, action: str | None, live: bool) -> int:
+async def replay(
+    settings: Settings,
+    body: bytes,
+    event: str,
+    action: str | None,
+    live: bool,
+    plugin_paths: Sequence[Path] = (),
+) -> int:
     payload = parse_payload(body, "application/json")
     if action:
         payload["action"] = action
     delivery = Delivery(event=event, delivery_id=f"replay-{uuid.uuid4()}", payload=payload, body=body, source="replay")
-    runtime = Runtime.build(settings, dry_run=not live or settings.effective_dry_run, secrets_=[])
+    runtime = Runtime.build(
+        settings, dry_run=not live or settings.effective_dry_run, secrets_=[], plugin_paths=plugin_paths
+    )
     try:
         result = await runtime.dispatcher.dispatch(delivery)
     finally:
@@ -244,15 +266,16 @@ def package(args: argparse.Namespace, config: str | None) -> int:
 
 
 def audit_show(settings: Settings, delivery_id: str) -> int:
-    """Print one audit record as JSON; the [audit] section is checked by the plugin's own configure."""
+    """Print one audit record as JSON; the [audit] section is checked by the plugin's own set-up."""
     import orjson
 
+    import handlers.audit
     from bot.aws import AwsClients
-    from bot.plugins import load_plugins
+    from bot.plugins import set_up
     from handlers.audit.records import read_record
 
-    loaded = load_plugins(["audit"], settings.plugin_sections)
-    config = loaded[0].config if loaded else None  # not loaded: installed but not set up
+    plugin = set_up("audit", handlers.audit, Setup("audit", settings.plugin_sections.get("audit", {}), {}))
+    config = plugin.config if plugin else None  # None: installed but not set up
     if config is None or config.destination is None:
         raise ConfigError('[audit] destination is not set; e.g. destination = "dynamodb://hookbot-audit"')
     record = read_record(config.destination, AwsClients(), delivery_id)
@@ -269,9 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(os.environ, getattr(args, "sub_config", None) or args.config)
         if args.command == "serve":
-            return serve(settings, args.host, args.port)
+            return serve(settings, args.host, args.port, args.plugins)
         if args.command == "replay":
-            return asyncio.run(replay(settings, args.file.read_bytes(), args.event, args.action, args.live))
+            body = args.file.read_bytes()
+            return asyncio.run(replay(settings, body, args.event, args.action, args.live, args.plugins))
         if args.command == "package":
             return package(args, getattr(args, "sub_config", None) or args.config)
         if args.command == "deliveries":

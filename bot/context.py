@@ -1,18 +1,12 @@
-"""What a handler gets besides the event and the GitHub client.
-
-Handlers never read HTTP requests or environment variables: everything they may depend on arrives here.
-"""
+"""What one delivery's handlers did (or, in dry-run, would have done), and which of a plugin's steps are done."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from bot.delivery import Delivery
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bot.aws import AwsClients
     from bot.dedupe import DedupeStore
 
 
@@ -48,17 +42,3 @@ class StepMarks:
 
     async def mark_done(self, step: str) -> None:
         await self.store.mark_done(f"{self.prefix}/{step}")
-
-
-@dataclass(slots=True)
-class HandlerContext:
-    """Per-delivery, per-plugin context passed to every handler after ``(event, gh)``."""
-
-    delivery: Delivery
-    config: Any
-    log: logging.Logger
-    dry_run: bool
-    aws: AwsClients
-    actions: ActionLog
-    bot_login: str | None = None
-    steps: StepMarks | None = None  # None: nothing remembers steps (every step runs)

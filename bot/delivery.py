@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,16 +69,11 @@ class Delivery:
 
     @property
     def action(self) -> str | None:
-        action = self.payload.get("action")
-        return action if isinstance(action, str) else None
+        return action_of(self.payload)
 
     @property
     def repository(self) -> str | None:
-        repo = self.payload.get("repository")
-        if isinstance(repo, dict):
-            name = repo.get("full_name")
-            return name if isinstance(name, str) else None
-        return None
+        return repository_of(self.payload)
 
     @property
     def installation_id(self) -> int | None:
@@ -94,8 +89,33 @@ class Delivery:
 
     def describe(self) -> str:
         """``issues.opened`` style name used in logs and config filters."""
-        return f"{self.event}.{self.action}" if self.action else self.event
+        return describe(self.event, self.action)
 
     def matches(self, names: Iterable[str]) -> bool:
         """True when one of a config's event filters names this delivery: ``*``, ``push`` or ``issues.opened``."""
-        return any(name in (WILDCARD, self.event, self.describe()) for name in names)
+        return matches(self.event, self.action, names)
+
+
+# Shared with bot.plugin.Event, the view of a delivery that plugins get.
+
+
+def action_of(payload: Mapping[str, Any]) -> str | None:
+    action = payload.get("action")
+    return action if isinstance(action, str) else None
+
+
+def repository_of(payload: Mapping[str, Any]) -> str | None:
+    """``owner/name`` of the payload's repository, if it has one."""
+    repo = payload.get("repository")
+    if isinstance(repo, Mapping):
+        name = repo.get("full_name")
+        return name if isinstance(name, str) else None
+    return None
+
+
+def describe(event: str, action: str | None) -> str:
+    return f"{event}.{action}" if action else event
+
+
+def matches(event: str, action: str | None, names: Iterable[str]) -> bool:
+    return any(name in (WILDCARD, event, describe(event, action)) for name in names)

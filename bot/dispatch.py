@@ -18,11 +18,12 @@ from gidgethub import sansio
 from gidgethub.routing import Router
 
 from bot.aws import AwsClients
-from bot.context import ActionLog, HandlerContext, StepMarks
+from bot.context import ActionLog, StepMarks
 from bot.dedupe import DedupeStore
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
+from bot.plugin import Context, Event
 from bot.plugins import Plugin
 from bot.repo_config import OFF
 
@@ -84,10 +85,10 @@ class Dispatcher:
                 result.duplicate = True
                 return result
             actions = ActionLog(dry_run=self.dry_run)
-            event = sansio.Event(delivery.payload, event=delivery.event, delivery_id=delivery.delivery_id)
+            event = Event(delivery)
             every = sansio.Event(delivery.payload, event=WILDCARD, delivery_id=delivery.delivery_id)
             routes = [(plugin, callbacks_for(plugin.router, event, every)) for plugin in self.plugins]
-            config_pushed = self.repo_configs is not None and self.repo_configs.forget_if_touched(delivery)
+            config_pushed = self.repo_configs is not None and self.repo_configs.note_push(delivery)
             if any(callbacks for _, callbacks in routes) or config_pushed:
                 try:
                     gh = await self.github.for_installation(delivery.installation_id, actions)
@@ -178,7 +179,7 @@ class Dispatcher:
     async def _run_plugins(
         self,
         routes: list[tuple[Plugin, list[Callable[..., Awaitable[None]]]]],
-        event: sansio.Event,
+        event: Event,
         gh: object,
         delivery: Delivery,
         actions: ActionLog,
@@ -207,7 +208,7 @@ class Dispatcher:
         plugin: Plugin,
         config: Any,
         callbacks: list[Callable[..., Awaitable[None]]],
-        event: sansio.Event,
+        event: Event,
         gh: object,
         delivery: Delivery,
         actions: ActionLog,
@@ -216,8 +217,7 @@ class Dispatcher:
         key = f"{delivery.delivery_id}/{plugin.name}"
         if await self.dedupe.is_done(key):
             return Outcome(plugin.name, "skipped", 0.0)
-        ctx = HandlerContext(
-            delivery=delivery,
+        ctx = Context(
             config=config,
             log=plugin.log,
             dry_run=self.dry_run,

@@ -29,7 +29,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 from gidgethub import BadRequest, HTTPException, RateLimitExceeded, sansio
-from gidgethub import aiohttp as gh_aiohttp
+from gidgethub import abc as gh_abc
 
 from bot import USER_AGENT
 from bot.config import GitHubSettings
@@ -175,24 +175,45 @@ def decipher_response(status: int, headers: Mapping[str, str], body: bytes) -> t
     return sansio.decipher_response(status, headers, body)
 
 
-class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
-    """gidgethub's aiohttp client, pinned to one API origin and recording every write in an ActionLog."""
+Answer = tuple[int, Mapping[str, str], bytes]
+Transport = Callable[[str, str, Mapping[str, str], bytes], Awaitable[Answer]]
+
+
+def aiohttp_transport(session: aiohttp.ClientSession) -> Transport:
+    """Requests over the shared aiohttp session (bot.testing answers in-process instead)."""
+
+    async def send(method: str, url: str, headers: Mapping[str, str], body: bytes) -> Answer:
+        async with session.request(method, url, headers=headers, data=body) as response:
+            return response.status, response.headers, await response.read()
+
+    return send
+
+
+class HookbotGitHubAPI(gh_abc.GitHubAPI):
+    """gidgethub's client, pinned to one API origin, retrying what is safe and recording every write.
+
+    It implements gidgethub's two documented I/O methods, ``_request`` (through ``transport``) and ``sleep``.
+    """
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         *,
         actions: ActionLog,
         rate: RateLimitState | None = None,
         budget: float = WAIT_BUDGET_SECONDS,
         **kwargs: Any,
     ) -> None:
-        super().__init__(session, USER_AGENT, **kwargs)
+        super().__init__(USER_AGENT, **kwargs)
+        self._transport = transport
         self.actions = actions
         self._allowed_origin, self._allowed_prefix = _trusted(self.base_url)
         self._api_root = self.base_url.removesuffix("/")
         self._rate = rate or RateLimitState()
         self._budget = budget
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     async def _pause(self, seconds: float, why: str) -> bool:
         """Sleep if the budget allows; False (no sleep) when it would be overdrawn."""
@@ -314,7 +335,7 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
             attempt += 1
             retryable = method in IDEMPOTENT_METHODS and attempt < MAX_ATTEMPTS
             try:
-                response = await super()._request(method, url, headers, body)
+                response = await self._transport(method, url, headers, body)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 GITHUB_REQUESTS.labels(method, "error").inc()
                 if retryable and await self._pause(
@@ -339,8 +360,8 @@ class HookbotGitHubAPI(gh_aiohttp.GitHubAPI):
 class DryRunGitHubAPI(HookbotGitHubAPI):
     """Records writes instead of sending them; reads go to GitHub only when there are credentials to read with."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, can_read: bool, **kwargs: Any) -> None:
-        super().__init__(session, **kwargs)
+    def __init__(self, transport: Transport, *, can_read: bool, **kwargs: Any) -> None:
+        super().__init__(transport, **kwargs)
         self._can_read = can_read
 
     async def _request(
@@ -374,6 +395,9 @@ class GitHubClients:
     def session(self) -> aiohttp.ClientSession:
         return self._http.get()
 
+    def transport(self) -> Transport:
+        return aiohttp_transport(self.session())
+
     async def close(self) -> None:
         await self._http.close()
 
@@ -388,7 +412,7 @@ class GitHubClients:
             if cached and cached[1] - TOKEN_REFRESH_MARGIN > time.time():
                 return cached[0]
             assert self.settings.app_id and self.settings.private_key
-            app_client = HookbotGitHubAPI(self.session(), actions=ActionLog(), base_url=self.settings.api_url)
+            app_client = HookbotGitHubAPI(self.transport(), actions=ActionLog(), base_url=self.settings.api_url)
             # Lazy: gidgethub.apps imports PyJWT and cryptography, which token and dry-run setups never need.
             from gidgethub import apps
 
@@ -414,7 +438,7 @@ class GitHubClients:
         if self.dry_run:
             token = self.settings.token if self.settings.has_credentials else None
             return DryRunGitHubAPI(
-                self.session(),
+                self.transport(),
                 can_read=token is not None,
                 actions=actions,
                 oauth_token=token,
@@ -424,14 +448,14 @@ class GitHubClients:
         # A personal token has one quota whatever the installation; each App installation has its own.
         rate = self._rates.setdefault(None if self.settings.token else installation_id, RateLimitState())
         return HookbotGitHubAPI(
-            self.session(), actions=actions, rate=rate, oauth_token=token, base_url=self.settings.api_url
+            self.transport(), actions=actions, rate=rate, oauth_token=token, base_url=self.settings.api_url
         )
 
     async def bot_login(self) -> str | None:
         """The account the bot writes as, so handlers can ignore its own events (asked once, then cached)."""
         if self._bot_login is None and self.settings.token and not self.dry_run:
             gh = HookbotGitHubAPI(
-                self.session(), actions=ActionLog(), oauth_token=self.settings.token, base_url=self.settings.api_url
+                self.transport(), actions=ActionLog(), oauth_token=self.settings.token, base_url=self.settings.api_url
             )
             user = await gh.getitem("/user")
             self._bot_login = str(user["login"])

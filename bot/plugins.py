@@ -1,44 +1,39 @@
-"""Plugin discovery through the ``hookbot.handlers`` entry-point group.
+"""Finding, choosing and setting up plugins (the contract a plugin sees is bot/plugin.py).
 
-A plugin is a module with a module-level ``router = gidgethub.routing.Router()`` (the python/bedevere shape) and,
-optionally, ``configure(section) -> object`` that checks its config section at start and returns what its
-handlers receive as ``ctx.config``. A plugin that hands parts of hookbot's environment on to something it runs
-(exec passes ``PATH`` and an allow-list to its child processes) declares ``configure(section, *, env)`` and gets
-the snapshot bot/config.py read, so no plugin reads the environment itself. A plugin that is installed but
-has nothing to do under this config (audit without a destination, exec without hooks, lambda_deploy without
-rules) returns ``NOT_SET_UP`` from ``configure()`` and is not loaded: otherwise it would still run, log and be
-timed on every delivery, which for two idle built-ins was over a quarter of a delivery's CPU (BENCHMARKS.md).
-The built-ins are registered in pyproject.toml exactly as a third-party package registers its own, so nothing
-here treats them specially.
+Plugins are found through the ``hookbot.handlers`` entry-point group; the built-ins are registered in
+pyproject.toml exactly as a third-party package registers its own. What loads is opt-in beyond the built-ins:
+with no ``[hookbot] handlers`` the four built-ins load, and any other installed plugin only when that list names
+it, because a plugin gets every event and acts with the bot's GitHub token, and merely installing a package
+(a dependency of a dependency, a test tool) must not hand it those. A plugin file or package can also be loaded
+by path (``--plugin ./labeler.py``) for a first try, before it is packaged.
+
+A built-in with nothing to do under this config (audit without a destination, exec without hooks, lambda_deploy
+without rules) returns None from ``setup`` and is not loaded: otherwise it would still run, log and be timed on
+every delivery, which for two idle built-ins was over a quarter of a delivery's CPU (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
+import importlib.util
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from gidgethub.routing import Router
 
 from bot.config import ConfigError
+from bot.plugin import Setup
 from bot.repo_config import RepositorySettings
 
 ENTRY_POINT_GROUP = "hookbot.handlers"
+BUILTIN_DISTRIBUTION = "hookbot"  # plugins shipped by this distribution load unless [hookbot] handlers says otherwise
 
 log = logging.getLogger("hookbot.plugins")
-
-
-class NotSetUp:
-    """The type of ``NOT_SET_UP``: an explicit value, so that a ``configure()`` returning None still loads."""
-
-    def __repr__(self) -> str:
-        return "NOT_SET_UP"
-
-
-NOT_SET_UP = NotSetUp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,41 +50,96 @@ def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def builtin_names(available: Mapping[str, importlib.metadata.EntryPoint]) -> list[str]:
+    return sorted(
+        name for name, ep in available.items() if ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
+    )
+
+
 def load_plugins(
-    enabled: Sequence[str] | None, sections: Mapping[str, Any], env: Mapping[str, str] | None = None
+    enabled: Sequence[str] | None,
+    sections: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    paths: Sequence[Path] = (),
 ) -> list[Plugin]:
-    """Load the enabled plugins (all installed ones when ``enabled`` is None) and configure each."""
+    """Load and set up the enabled plugins (the built-ins when ``enabled`` is None), then those at ``paths``."""
     available = installed_plugins()
-    names = sorted(available) if enabled is None else list(enabled)
-    plugins = []
+    names = builtin_names(available) if enabled is None else list(enabled)
+    modules: list[tuple[str, ModuleType]] = []
     for name in names:
         entry_point = available.get(name)
         if entry_point is None:
             raise ConfigError(
                 f"handler {name!r} is enabled in config but not installed; installed: {', '.join(sorted(available))}"
             )
-        module = entry_point.load()
-        router = getattr(module, "router", None)
-        if not isinstance(router, Router):
-            raise ConfigError(f"plugin {name!r} ({entry_point.value}) has no module-level gidgethub Router 'router'")
-        section = sections.get(name, {})
-        configure = getattr(module, "configure", None)
-        try:
-            config = _configure(configure, section, env or {}) if callable(configure) else section
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"[{name}] config is not valid: {exc}") from None
-        if config is NOT_SET_UP:
+        modules.append((name, entry_point.load()))
+    for path in paths:
+        name, module = load_module_at(path)
+        if name in names:
+            raise ConfigError(f"plugin {name!r} is both named in [hookbot] handlers and given with --plugin {path}")
+        names.append(name)
+        modules.append((name, module))
+    if skipped := sorted(set(available) - set(names)):
+        log.info(
+            "installed plugins not loaded (name them in [hookbot] handlers to run them): %s",
+            ", ".join(skipped),
+            extra={"fields": {"skipped": skipped}},
+        )
+    plugins = []
+    for name, module in modules:
+        plugin = set_up(name, module, Setup(name, sections.get(name, {}), env or {}))
+        if plugin is None:
             log.info("plugin %s is installed but has nothing to do under this config; not loaded", name)
-            continue
-        settings = getattr(module, "repository_settings", None)
-        if settings is not None and not isinstance(settings, RepositorySettings):
-            raise ConfigError(f"plugin {name!r}: repository_settings must be a bot.repo_config.RepositorySettings")
-        plugins.append(Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings))
+        else:
+            plugins.append(plugin)
     return plugins
 
 
-def _configure(configure: Any, section: Mapping[str, Any], env: Mapping[str, str]) -> Any:
-    """Call ``configure(section)``, adding ``env=`` only for a plugin that declares it wants the environment."""
-    if "env" in inspect.signature(configure).parameters:
-        return configure(section, env=env)
-    return configure(section)
+def set_up(name: str, module: ModuleType, given: Setup) -> Plugin | None:
+    """Check the plugin's shape and run its ``setup``; None when it has nothing to do under this config."""
+    router = getattr(module, "router", None)
+    if not isinstance(router, Router):
+        raise ConfigError(f"plugin {name!r} ({module.__name__}) has no module-level Router named 'router'")
+    setup = getattr(module, "setup", None)
+    if setup is None:
+        config: Any = given.section
+    else:
+        try:
+            config = setup(given)
+        except Exception as exc:  # whatever a plugin raises: one line naming it, never a traceback
+            expected = isinstance(exc, ConfigError | ValueError | TypeError)
+            reason = str(exc) if expected else f"plugin {name!r} set-up raised {type(exc).__name__}: {exc}"
+            raise ConfigError(f"[{name}] config is not valid: {reason}") from None
+        if config is None:
+            return None
+    settings = getattr(module, "repository_settings", None)
+    if settings is not None and not isinstance(settings, RepositorySettings):
+        raise ConfigError(f"plugin {name!r}: repository_settings must be a bot.plugin.RepositorySettings")
+    return Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings)
+
+
+def load_module_at(path: Path) -> tuple[str, ModuleType]:
+    """Import a plugin from a ``.py`` file or a package directory; its name (and config section) is the stem."""
+    file = path / "__init__.py" if path.is_dir() else path
+    name = path.name if path.is_dir() else path.stem
+    if not file.is_file():
+        raise ConfigError(f"--plugin {path}: no such plugin file (give a .py file or a package directory)")
+    if not name.isidentifier():
+        raise ConfigError(f"--plugin {path}: {name!r} is not a valid module name")
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        if Path(getattr(loaded, "__file__", "") or "").resolve() == file.resolve():
+            return name, loaded
+        raise ConfigError(f"--plugin {path}: a module named {name!r} is already imported from elsewhere")
+    spec = importlib.util.spec_from_file_location(
+        name, file, submodule_search_locations=[str(path)] if path.is_dir() else None
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it: dataclasses and relative imports look themselves up there
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ConfigError(f"--plugin {path}: importing it raised {type(exc).__name__}: {exc}") from exc
+    return name, module

@@ -110,7 +110,7 @@ async def redeliver(runtime: Runtime, since_seconds: float, *, dry_run: bool = F
     since = time.time() - since_seconds
     report = RedeliverReport()
     actions = ActionLog(dry_run=dry_run)
-    gh = HookbotGitHubAPI(runtime.github.session(), actions=actions, base_url=settings.api_url)
+    gh = HookbotGitHubAPI(runtime.github.transport(), actions=actions, base_url=settings.api_url)
     for hook in hooks:
         try:
             auth = await _auth(runtime, gh, hook)

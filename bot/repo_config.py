@@ -398,6 +398,16 @@ def effective_configs(files: list[RepoFile], ceiling: ServerCeiling) -> dict[str
     return result
 
 
+def describe_effect(configs: Mapping[str, Any], ceiling: ServerCeiling) -> str:
+    """What a resolved file changes, in a few words: ``greeter: off; exec: narrowed`` (a check run's summary)."""
+    changes = [
+        f"{name}: {'off' if configs[name] is OFF else 'narrowed'}"
+        for name, entry in ceiling.loaded.items()
+        if configs.get(name, entry.config) is not entry.config
+    ]
+    return "; ".join(changes) or "changes nothing the server's config says"
+
+
 def _narrow(name: str, entry: CeilingEntry, narrowing: dict[str, Any], values: dict[str, tuple[Any, RepoFile]]) -> Any:
     assert entry.settings is not None
     try:

@@ -23,6 +23,7 @@ import base64
 import binascii
 import logging
 import operator
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from bot.repo_config import (
     RepoConfigError,
     RepoFile,
     ServerCeiling,
+    describe_effect,
     effective_configs,
     extends_target,
     parse_repo_file,
@@ -50,6 +52,7 @@ REFRESH_SECONDS = 60.0  # how stale a cached file may be before it is asked for 
 MAX_CACHED_FILES = 2048  # files kept; past this the oldest goes (each is at most 64 KiB, most a few hundred bytes)
 CHECK_NAME = "hookbot config"
 STATUS_DESCRIPTION_LIMIT = 140  # GitHub's limit for a commit status description
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(slots=True)
@@ -96,24 +99,31 @@ class RepoConfigs:
         chosen = own
         if own.file is None and own.error is None and repository.partition("/")[2] != ORG_CONFIG_REPOSITORY:
             chosen = await self._cached_file(gh, f"{repository.partition('/')[0]}/{ORG_CONFIG_REPOSITORY}")
-        used = [chosen]
-        base: CachedFile | None = None
-        if chosen.file is not None and chosen.error is None:
-            try:
-                target = extends_target(chosen.file, chosen.file.source.partition(":")[0])
-            except RepoConfigError:
-                target = None  # resolved below, where the error is reported
-            if target is not None:
-                base = await self._cached_file(gh, target)
-                used.insert(0, base)
+        base = await self._base_of(gh, chosen)
+        used = (chosen,) if base is None else (base, chosen)
         previous = self._resolved.get(repository.lower())
         if previous is not None and len(previous.files) == len(used) and all(map(operator.is_, previous.files, used)):
             return previous
         resolution = self._resolve(chosen, base)
-        resolution = Resolution(resolution.configs, resolution.source, resolution.error, tuple(used))
+        resolution = Resolution(resolution.configs, resolution.source, resolution.error, used)
         self._resolved[repository.lower()] = resolution
         _bound(self._resolved)
         return resolution
+
+    async def _resolve_at(self, gh: HookbotGitHubAPI, repository: str, sha: str) -> Resolution:
+        """What the file at commit ``sha`` would resolve to (a push to another branch): read once, not cached."""
+        chosen = await self._fetch(gh, repository, None, ref=sha)
+        return self._resolve(chosen, await self._base_of(gh, chosen))
+
+    async def _base_of(self, gh: HookbotGitHubAPI, chosen: CachedFile) -> CachedFile | None:
+        """The file ``chosen`` extends, when it names one (a bad name is reported by _resolve)."""
+        if chosen.file is None:
+            return None
+        try:
+            target = extends_target(chosen.file, chosen.file.source.partition(":")[0])
+        except RepoConfigError:
+            return None
+        return await self._cached_file(gh, target) if target is not None else None
 
     def _resolve(self, chosen: CachedFile, base: CachedFile | None) -> Resolution:
         if chosen.error is not None:
@@ -133,13 +143,14 @@ class RepoConfigs:
         except RepoConfigError as exc:
             return Resolution(self._server_only.configs, error=exc)
 
-    def forget_if_touched(self, delivery: Delivery) -> bool:
-        """For a push to a default branch whose commits touch the file: drop the cached file; True when dropped."""
+    def note_push(self, delivery: Delivery) -> bool:
+        """True for a push whose commits touch the file, which gets a check run; on the default branch the
+        repository's cached file is dropped at once, so the new one applies from this push on."""
         payload = delivery.payload
         repository = payload.get("repository")
         if delivery.event != "push" or not isinstance(repository, dict) or delivery.repository is None:
             return False
-        if payload.get("ref") != f"refs/heads/{repository.get('default_branch')}":
+        if not COMMIT_SHA.fullmatch(str(payload.get("after", ""))) or payload.get("deleted"):
             return False
         commits = [commit for commit in payload.get("commits") or [] if isinstance(commit, dict)]
         touched = any(
@@ -147,17 +158,24 @@ class RepoConfigs:
             for commit in commits
             for kind in ("added", "modified", "removed")
         )
-        if touched:
+        if touched and _on_default_branch(payload):
             self._files.pop(delivery.repository.lower(), None)
         return touched
 
     async def report(self, gh: HookbotGitHubAPI, delivery: Delivery, resolution: Resolution) -> None:
-        """A "hookbot config" check run on the pushed commit saying whether the file applies (else a status)."""
-        repository, sha = str(delivery.repository), str(delivery.payload.get("after", ""))
+        """A "hookbot config" check run on the pushed commit saying whether its file is valid (else a status).
+
+        ``resolution`` is the repository's, which a push to the default branch has just made; a push to another
+        branch (a pull request's) is checked against the file at its own commit, so a mistake shows before merging.
+        """
+        repository, sha = str(delivery.repository), str(delivery.payload["after"])
+        if not _on_default_branch(delivery.payload):
+            resolution = await self._resolve_at(gh, repository, sha)
         error = resolution.error
         if error is None:
             conclusion, title = "success", f"{REPO_CONFIG_PATH} is valid"
-            summary = f"{resolution.source} applies" if resolution.source else "No file: the server's config applies"
+            effect = describe_effect(resolution.configs, self.ceiling)
+            summary = f"{resolution.source}: {effect}" if resolution.source else "No file: the server's config applies"
         else:
             conclusion, title = "failure", f"{REPO_CONFIG_PATH} is not valid; the server's config applies"
             summary = str(error)
@@ -215,11 +233,14 @@ class RepoConfigs:
         _bound(self._files)
         return fetched
 
-    async def _fetch(self, gh: HookbotGitHubAPI, repository: str, cached: CachedFile | None) -> CachedFile:
+    async def _fetch(
+        self, gh: HookbotGitHubAPI, repository: str, cached: CachedFile | None, *, ref: str | None = None
+    ) -> CachedFile:
         now = self.clock()
+        path = f"/repos/{repository}/contents/{REPO_CONFIG_PATH}"
         try:
             status, headers, data = await gh.get_conditional(
-                f"/repos/{repository}/contents/{REPO_CONFIG_PATH}", cached.etag if cached else None
+                f"{path}?ref={ref}" if ref else path, cached.etag if cached else None
             )
         except BadRequest as exc:
             if isinstance(exc, RateLimitExceeded) or int(exc.status_code) != 403:
@@ -242,6 +263,11 @@ class RepoConfigs:
             return CachedFile(_parse(data, source), None, etag, now)
         except RepoConfigError as exc:
             return CachedFile(None, exc, etag, now)
+
+
+def _on_default_branch(payload: Mapping[str, Any]) -> bool:
+    repository = payload.get("repository") or {}
+    return payload.get("ref") == f"refs/heads/{repository.get('default_branch')}"
 
 
 def _parse(data: Mapping[str, Any], source: str) -> RepoFile:

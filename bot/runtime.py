@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,14 +38,22 @@ class Runtime:
     relay: Relay | None
 
     @classmethod
-    def build(cls, settings: Settings, *, dry_run: bool | None = None, secrets_: list[bytes] | None = None) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        dry_run: bool | None = None,
+        secrets_: list[bytes] | None = None,
+        plugin_paths: Sequence[Path] = (),
+    ) -> Runtime:
+        """Everything an entry point needs; ``plugin_paths`` are plugins loaded by path (``--plugin``)."""
         effective_dry_run = settings.effective_dry_run if dry_run is None else dry_run
         secret_values = secrets_ if secrets_ is not None else webhook_secrets(settings)
         for value in (*secret_values, settings.github.token, settings.github.private_key):
             register_secret(value)
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
         aws = AwsClients()
-        plugins = load_plugins(settings.handlers, settings.plugin_sections, settings.process_env)
+        plugins = load_plugins(settings.handlers, settings.plugin_sections, settings.process_env, plugin_paths)
         dispatcher = Dispatcher(
             plugins,
             github=github,

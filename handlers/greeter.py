@@ -15,17 +15,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
-
-from bot.context import HandlerContext
-from bot.plugins import NOT_SET_UP, NotSetUp
-from bot.repo_config import RepoSetting, RepositorySettings, SettingError
+from bot.plugin import (
+    Context,
+    Event,
+    GitHubAPI,
+    RepoSetting,
+    RepositorySettings,
+    Router,
+    SettingError,
+    Setup,
+    comment_once,
+    hidden_marker,
+    issue_path,
+)
 
 router = Router()
 
-MARKER = "<!-- hookbot:greeter -->"
+MARKER = hidden_marker("greeter")
 PLACEHOLDERS = ("author", "repository", "number", "title")
 AUTHOR_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,100}")  # a login (bots end in "[bot]"), with * and ? globs
 
@@ -37,15 +43,16 @@ class GreeterConfig:
     skip_authors: tuple[str, ...] = ()  # logins or globs (``dependabot*``) never greeted; case-insensitive
 
 
-def configure(section: Mapping[str, Any]) -> GreeterConfig | NotSetUp:
+def setup(plugin: Setup) -> GreeterConfig | None:
     """Check the templates at start: a typo such as ``{autor}`` fails here, not on the first issue."""
+    section = plugin.section
     if unknown := sorted(set(section) - {"enabled", "issue_comment", "pull_request_comment", "skip_authors"}):
         raise ValueError(
             f"unknown key(s) {', '.join(unknown)}; [greeter] takes enabled, issue_comment, "
             "pull_request_comment, skip_authors"
         )
     if section.get("enabled", True) is False:
-        return NOT_SET_UP
+        return None
     return narrow(GreeterConfig(), {key: value for key, value in section.items() if key != "enabled"})
 
 
@@ -115,40 +122,23 @@ repository_settings: RepositorySettings[GreeterConfig] = RepositorySettings(
 )
 
 
-def is_from_bot(sender: Mapping[str, Any], bot_login: str | None) -> bool:
-    """A Bot account or the bot's own user: answering either could start a loop between bots."""
-    login = sender.get("login")
-    return sender.get("type") == "Bot" or (bot_login is not None and login == bot_login)
-
-
-async def already_commented(gh: GitHubAPI, comments_url: str) -> bool:
-    async for comment in gh.getiter(comments_url):
-        if MARKER in (comment.get("body") or ""):
-            return True
-    return False
-
-
-async def greet(gh: GitHubAPI, ctx: HandlerContext, item: Mapping[str, Any], template: str) -> None:
-    repository = ctx.delivery.payload["repository"]["full_name"]
+async def greet(
+    event: Event, gh: GitHubAPI, ctx: Context[GreeterConfig], item: Mapping[str, Any], template: str
+) -> None:
     number = item["number"]
     author = item["user"]["login"]
-    if not template or is_skipped(author, ctx.config.skip_authors):
+    if not template or ctx.is_from_bot(event) or is_skipped(author, ctx.config.skip_authors):
         return
-    comments_url = f"/repos/{repository}/issues/{number}/comments"
-    if await already_commented(gh, comments_url):
-        ctx.log.info("already greeted %s#%s; not greeting twice", repository, number)
-        return
-    text = template.format(author=author, repository=repository, number=number, title=item.get("title", ""))
-    await gh.post(comments_url, data={"body": f"{text}\n\n{MARKER}"})
+    text = template.format(author=author, repository=event.repository, number=number, title=item.get("title", ""))
+    if not await comment_once(gh, issue_path(event, "comments"), text, MARKER):
+        ctx.log.info("already greeted %s#%s; not greeting twice", event.repository, number)
 
 
 @router.register("issues", action="opened")
-async def issue_opened(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    if not is_from_bot(event.data["sender"], ctx.bot_login):
-        await greet(gh, ctx, event.data["issue"], ctx.config.issue_comment)
+async def issue_opened(event: Event, gh: GitHubAPI, ctx: Context[GreeterConfig]) -> None:
+    await greet(event, gh, ctx, event.data["issue"], ctx.config.issue_comment)
 
 
 @router.register("pull_request", action="opened")
-async def pull_request_opened(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    if not is_from_bot(event.data["sender"], ctx.bot_login):
-        await greet(gh, ctx, event.data["pull_request"], ctx.config.pull_request_comment)
+async def pull_request_opened(event: Event, gh: GitHubAPI, ctx: Context[GreeterConfig]) -> None:
+    await greet(event, gh, ctx, event.data["pull_request"], ctx.config.pull_request_comment)

@@ -32,6 +32,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     json: Any
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,7 +86,7 @@ class FakeGitHub:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         data = await request.json() if body else None
-        self.requests.append(Recorded(request.method, request.path, dict(request.headers), data))
+        self.requests.append(Recorded(request.method, request.path, dict(request.headers), data, dict(request.query)))
         if self.delay:
             await asyncio.sleep(self.delay)
         fault = self._take_fault(request)
@@ -147,7 +148,12 @@ class FakeGitHub:
         repo_route = REPO_ROUTE.match(request.path)
         if repo_route is not None:
             answer = self._repository_endpoint(
-                request.method, repo_route["repo"], repo_route["rest"], data, request.headers.get("If-None-Match")
+                request.method,
+                repo_route["repo"],
+                repo_route["rest"],
+                data,
+                request.headers.get("If-None-Match"),
+                request.query.get("ref"),
             )
             if answer is not None:
                 return answer
@@ -162,7 +168,13 @@ class FakeGitHub:
         return web.json_response({"message": "Not Found"}, status=404)
 
     def _repository_endpoint(
-        self, method: str, repo: str, rest: str, data: Any, request_etag: str | None = None
+        self,
+        method: str,
+        repo: str,
+        rest: str,
+        data: Any,
+        request_etag: str | None = None,
+        ref: str | None = None,
     ) -> web.StreamResponse | None:
         """Deployments, collaborator permission, commits, zipballs, contents, check runs and statuses of ``repo``
         (None: not one of these)."""
@@ -178,7 +190,7 @@ class FakeGitHub:
             found["statuses"].append(data)
             return web.json_response({"id": next(self._ids), **data}, status=201)
         if method == "GET" and parts[0] == "contents":
-            return self._contents(repo, "/".join(parts[1:]), request_etag)
+            return self._contents(repo, "/".join(parts[1:]), request_etag, ref)
         if method == "POST" and parts == ["check-runs"]:
             if self.check_runs_forbidden:
                 message = "Resource not accessible by personal access token"
@@ -204,9 +216,10 @@ class FakeGitHub:
             raise web.HTTPFound(f"/_codeload/{repo}/legacy.zip/{sha}")
         return None
 
-    def _contents(self, repo: str, path: str, request_etag: str | None) -> web.StreamResponse:
-        """A file as the contents API gives it (base64, its git blob sha), its ETag, and 304 when that matches."""
-        content = self.files.get(repo, {}).get(path)
+    def _contents(self, repo: str, path: str, request_etag: str | None, ref: str | None) -> web.StreamResponse:
+        """A file as the contents API gives it (base64, its git blob sha), its ETag, and 304 when that matches;
+        from the default branch's ``files``, or with ``?ref=`` from that commit's ``commits`` entry."""
+        content = (self.commits.get(f"{repo}@{ref}", {}) if ref else self.files.get(repo, {})).get(path)
         if content is None:
             return web.json_response({"message": "Not Found"}, status=404)
         sha = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()  # noqa: S324 - git's blob id

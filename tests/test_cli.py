@@ -68,6 +68,31 @@ def test_replay_of_an_event_nobody_handles_says_so(clean_env: dict[str, str], tm
     assert result.stdout.strip() == "no actions for issues.edited"
 
 
+LABELER = Path(__file__).parent.parent / "examples/labeler/labeler.py"
+LABEL_LINE = '[dry-run] POST /repos/Codertocat/Hello-World/issues/1/labels {"labels":["triage"]}'
+
+
+def test_replay_loads_a_plugin_by_path_for_a_first_try(clean_env: dict[str, str], tmp_path: Path) -> None:
+    issue = str(FIXTURES / "github/issues.opened.json")
+    result = run_hookbot("replay", issue, "--event", "issues", "--plugin", str(LABELER), env=clean_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert LABEL_LINE in result.stdout.splitlines()
+
+
+def test_an_installed_plugin_runs_only_once_named(clean_env: dict[str, str], tmp_path: Path) -> None:
+    """examples/labeler is installed in the test venv (Makefile): installed alone, it must not run."""
+    issue = str(FIXTURES / "github/issues.opened.json")
+    unnamed = run_hookbot("replay", issue, "--event", "issues", env=clean_env, cwd=tmp_path)
+    assert unnamed.returncode == 0, unnamed.stderr
+    assert LABEL_LINE not in unnamed.stdout.splitlines()
+    assert "labeler" in unnamed.stderr  # start-up names the installed plugins it did not load
+    config = tmp_path / "bot.toml"
+    config.write_text('[hookbot]\nhandlers = ["greeter", "labeler"]\n')
+    named = run_hookbot("--config", str(config), "replay", issue, "--event", "issues", env=clean_env, cwd=tmp_path)
+    assert named.returncode == 0, named.stderr
+    assert LABEL_LINE in named.stdout.splitlines()
+
+
 def test_bad_config_is_one_clear_line(clean_env: dict[str, str], tmp_path: Path) -> None:
     config = tmp_path / "bot.toml"
     config.write_text('[greeter]\nissue_comment = "Hi {autor}"\n')

@@ -300,6 +300,38 @@ async def test_extends_starts_from_another_repositorys_file(
     assert greetings(fake) == ["Base greeting, @Codertocat", "Base greeting, @bots-1"]
 
 
+@pytest.mark.parametrize(
+    ("files", "why"),
+    [
+        (
+            {REPO: b"_extends: a\n", "Codertocat/a": b"_extends: Hello-World\n"},
+            "Codertocat/a:.github/hookbot.yml line 1: _extends is followed one level only, and this file is already "
+            "the base of Codertocat/Hello-World",
+        ),
+        ({REPO: b"_extends: Hello-World\n"}, "line 1: _extends: 'Hello-World' names this same repository"),
+        ({REPO: b"_extends: ../../user\n"}, "line 1: _extends: '../../user' is not a repository name"),
+        ({REPO: b"_extends: missing\n"}, "line 1: _extends: Codertocat/missing has no readable .github/hookbot.yml"),
+    ],
+    ids=["two-levels-and-cycles", "itself", "path-tricks", "missing"],
+)
+async def test_extends_goes_one_level_and_a_bad_one_is_refused(
+    runtime: Runtime,
+    fake_github: tuple[FakeGitHub, str],
+    caplog: pytest.LogCaptureFixture,
+    files: dict[str, bytes],
+    why: str,
+) -> None:
+    fake, _ = fake_github
+    for repository, text in files.items():
+        fake.files[repository] = {".github/hookbot.yml": text}
+    with caplog.at_level(logging.WARNING, logger="hookbot.dispatch"):
+        result = await runtime.dispatcher.dispatch(issue_opened())
+    await runtime.close()
+    assert result.ok and greetings(fake) == [SERVER_GREETING]
+    assert why in caplog.text
+    assert all("/../" not in path for path in contents_requests(fake))
+
+
 async def test_no_file_anywhere_means_the_servers_config(runtime: Runtime, fake_github: tuple[FakeGitHub, str]) -> None:
     fake, _ = fake_github
     result = await runtime.dispatcher.dispatch(issue_opened())
@@ -351,7 +383,6 @@ async def test_100_deliveries_make_one_contents_request_and_a_push_touching_the_
     assert contents_requests(fake) == [CONTENTS]
 
     await runtime.dispatcher.dispatch(push(["README.md"]))  # touches something else: the cache stays
-    await runtime.dispatcher.dispatch(push([".github/hookbot.yml"], ref="refs/heads/feature"))  # not the default
     assert contents_requests(fake) == [CONTENTS]
 
     fake.files[REPO] = {".github/hookbot.yml": b"greeter:\n  issue_comment: 'Two, @{author}'\n"}
@@ -421,9 +452,28 @@ async def test_a_bad_file_gets_a_failing_check_run_and_the_fix_a_successful_one(
     fixing_push = push([".github/hookbot.yml"])
     await runtime.dispatcher.dispatch(fixing_push)
     await runtime.close()
-    assert [(run["head_sha"], run["conclusion"]) for run in fake.check_runs[1:]] == [
-        (fixing_push.payload["after"], "success")
+    assert [(run["head_sha"], run["conclusion"], run["output"]["summary"]) for run in fake.check_runs[1:]] == [
+        (fixing_push.payload["after"], "success", f"{REPO}:.github/hookbot.yml: greeter: off")
     ]
+
+
+async def test_a_push_to_another_branch_is_checked_at_its_own_commit(
+    runtime: Runtime, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    fake, _ = fake_github
+    fake.files[REPO] = {".github/hookbot.yml": b"greeter:\n  issue_comment: 'Main, @{author}'\n"}
+    await runtime.dispatcher.dispatch(issue_opened("a"))
+    branch_push = push([".github/hookbot.yml"], ref="refs/heads/feature")
+    fake.commits[f"{REPO}@{branch_push.payload['after']}"] = {".github/hookbot.yml": b"greeter:\n  skip: [x]\n"}
+    await runtime.dispatcher.dispatch(branch_push)
+    await runtime.dispatcher.dispatch(issue_opened("b", 2))
+    await runtime.close()
+    [run] = fake.check_runs
+    assert (run["head_sha"], run["conclusion"]) == (branch_push.payload["after"], "failure")
+    assert "line 2: greeter.skip is not a setting a repository may set" in run["output"]["summary"]
+    assert greetings(fake) == ["Main, @a", "Main, @b"]  # the default branch's file still applies, from the cache
+    assert contents_requests(fake) == [CONTENTS, CONTENTS]  # the second one at the pushed commit
+    assert [r.query for r in fake.calls("GET", CONTENTS)] == [{}, {"ref": branch_push.payload["after"]}]
 
 
 async def test_a_token_that_cannot_create_check_runs_sets_a_commit_status(

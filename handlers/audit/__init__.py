@@ -9,16 +9,9 @@ GitHub. boto3 and file writes run in a thread, so a slow store never holds up th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
-
-from bot.context import HandlerContext
-from bot.delivery import WILDCARD
-from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.plugin import WILDCARD, Context, Event, GitHubAPI, Router, Setup
 
 if TYPE_CHECKING:
     from handlers.audit.records import AuditConfig
@@ -26,18 +19,18 @@ if TYPE_CHECKING:
 router = Router()
 
 
-def configure(section: Mapping[str, Any]) -> AuditConfig | NotSetUp:
+def setup(plugin: Setup) -> AuditConfig | None:
     """No ``[audit]`` section: nothing to record, said without importing the recorder, which every start (a Lambda
     cold start above all) would otherwise pay for; any section is checked in full (records.configure)."""
-    if not section:
-        return NOT_SET_UP
+    if not plugin.section:
+        return None
     from handlers.audit import records
 
-    return records.configure(section)
+    return records.configure(plugin.section)
 
 
 @router.register(WILDCARD)
-async def record_delivery(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def record_delivery(event: Event, gh: GitHubAPI, ctx: Context[AuditConfig]) -> None:
     from handlers.audit import records
 
     await records.record_delivery(event, gh, ctx)

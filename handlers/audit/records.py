@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
 
 from bot.aws import AwsClients
-from bot.context import HandlerContext
-from bot.delivery import WILDCARD, Delivery
-from bot.plugins import NOT_SET_UP, NotSetUp
+from bot.plugin import WILDCARD, Context, Event, GitHubAPI
 
 REDACTED = "[redacted]"
 DEFAULT_TTL_DAYS = 90
@@ -74,7 +70,7 @@ def parse_pattern(text: str) -> Pattern:
     return parts
 
 
-def configure(section: Mapping[str, Any]) -> AuditConfig | NotSetUp:
+def configure(section: Mapping[str, Any]) -> AuditConfig | None:
     known = {"destination", "redact", "events", "ttl_days"}
     if unknown := sorted(set(section) - known):
         raise ValueError(f"unknown key(s) {', '.join(unknown)}; [audit] takes {', '.join(sorted(known))}")
@@ -91,7 +87,7 @@ def configure(section: Mapping[str, Any]) -> AuditConfig | NotSetUp:
         ttl_days=ttl_days,
     )
     # Checked in full first, so a typo is reported even before a destination is set.
-    return config if config.destination is not None else NOT_SET_UP
+    return config if config.destination is not None else None
 
 
 def _strings(value: Any, what: str) -> tuple[str, ...]:
@@ -166,7 +162,7 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def build_record(delivery: Delivery, config: AuditConfig) -> dict[str, Any]:
+def build_record(delivery: Event, config: AuditConfig) -> dict[str, Any]:
     return {
         "delivery_id": delivery.delivery_id,
         "event": delivery.event,
@@ -175,7 +171,7 @@ def build_record(delivery: Delivery, config: AuditConfig) -> dict[str, Any]:
         "received_at": _iso(delivery.received_at),
         "source": delivery.source,
         "expires_at": int(delivery.received_at + config.ttl_days * 86400),
-        "payload": redact(delivery.payload, config.redact),
+        "payload": redact(delivery.data, config.redact),
     }
 
 
@@ -254,12 +250,10 @@ def read_record(destination: Destination, aws: AwsClients, delivery_id: str) -> 
     return latest
 
 
-async def record_delivery(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    config: AuditConfig = ctx.config
-    if config.destination is None or not ctx.delivery.matches(config.events):
+async def record_delivery(event: Event, gh: GitHubAPI, ctx: Context[AuditConfig]) -> None:
+    config = ctx.config
+    if config.destination is None or not event.matches(config.events):
         return
-    record = build_record(ctx.delivery, config)
+    record = build_record(event, config)
     await asyncio.to_thread(write_record, config.destination, ctx.aws, record)
-    ctx.log.info(
-        "delivery recorded", extra={"fields": {"delivery": ctx.delivery.delivery_id, "to": str(config.destination)}}
-    )
+    ctx.log.info("delivery recorded", extra={"fields": {"delivery": event.delivery_id, "to": str(config.destination)}})

@@ -17,14 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
-
-from bot.context import HandlerContext
-from bot.delivery import WILDCARD
-from bot.plugins import NOT_SET_UP, NotSetUp
-from bot.repo_config import RepoSetting, RepositorySettings
+from bot.plugin import WILDCARD, Context, Event, GitHubAPI, RepoSetting, RepositorySettings, Router, Setup
 
 if TYPE_CHECKING:
     from handlers.exec.hooks import ExecConfig
@@ -32,14 +25,14 @@ if TYPE_CHECKING:
 router = Router()
 
 
-def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConfig | NotSetUp:
+def setup(plugin: Setup) -> ExecConfig | None:
     """No ``[exec]`` section: no hooks, said without importing the hook runner, which every start (a Lambda cold
     start above all) would otherwise pay for; any section is checked in full (hooks.configure)."""
-    if not section:
-        return NOT_SET_UP
+    if not plugin.section:
+        return None
     from handlers.exec import hooks
 
-    return hooks.configure(section, env=env)
+    return hooks.configure(plugin.section, plugin.env)
 
 
 def _narrow(config: ExecConfig, values: Mapping[str, Any]) -> ExecConfig:
@@ -57,7 +50,7 @@ repository_settings: RepositorySettings[ExecConfig] = RepositorySettings(
 
 
 @router.register(WILDCARD)
-async def run_matching_hooks(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def run_matching_hooks(event: Event, gh: GitHubAPI, ctx: Context[ExecConfig]) -> None:
     from handlers.exec import hooks
 
     await hooks.run_matching_hooks(event, gh, ctx)

@@ -20,14 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
 
-from bot.context import HandlerContext
-from bot.delivery import Delivery
 from bot.logs import REDACTED, register_secret
-from bot.plugins import NOT_SET_UP, NotSetUp
-from bot.repo_config import SettingError
+from bot.plugin import (
+    Context,
+    Event,
+    GitHubAPI,
+    SettingError,
+    comment_once,
+    hidden_marker,
+    is_about_issue,
+    issue_path,
+)
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_CONCURRENT = 4
@@ -144,8 +148,9 @@ class ExecConfig:
     slots: _Slots = field(default_factory=lambda: _Slots(DEFAULT_MAX_CONCURRENT), compare=False, repr=False)
 
 
-def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConfig | NotSetUp:
-    """Check every hook at start, so a typo in a placeholder or an unset env name fails here, not per push.
+def configure(section: Mapping[str, Any], env: Mapping[str, str]) -> ExecConfig | None:
+    """Check every hook at start, so a typo in a placeholder or an unset env name fails here, not per push; None
+    when there are no hooks.
 
     ``env`` is the environment snapshot bot/config.py read: ``PATH`` (plus ``LAMBDA_TASK_ROOT``, which Lambda
     sets to where the deployment package is unpacked, so packaged executables are found by name) and the values
@@ -162,7 +167,7 @@ def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> ExecConf
     if duplicates := sorted({name for name in names if names.count(name) > 1}):
         raise ValueError(f"hook names must be unique: {', '.join(duplicates)}")
     if not hooks:
-        return NOT_SET_UP
+        return None
     path = env.get("PATH") or os.defpath
     if task_root := env.get("LAMBDA_TASK_ROOT"):
         path = f"{path}{os.pathsep}{task_root}"
@@ -345,9 +350,9 @@ def render_command(command: Sequence[str], payload: Mapping[str, Any], *, allow_
     return argv
 
 
-def branch_of(delivery: Delivery) -> str | None:
+def branch_of(delivery: Event) -> str | None:
     """The branch an event is about: a push's ``refs/heads/<branch>``, a pull request's base branch."""
-    payload = delivery.payload
+    payload = delivery.data
     ref = payload.get("ref")
     if delivery.event == "push" and isinstance(ref, str) and ref.startswith("refs/heads/"):
         return ref.removeprefix("refs/heads/")
@@ -359,7 +364,7 @@ def branch_of(delivery: Delivery) -> str | None:
     return None
 
 
-def wants(hook: Hook, delivery: Delivery) -> bool:
+def wants(hook: Hook, delivery: Event) -> bool:
     """The hook's filters: events, then repository and branch (shell-style globs, ``release/*``)."""
     if not delivery.matches(hook.events):
         return False
@@ -373,7 +378,7 @@ def wants(hook: Hook, delivery: Delivery) -> bool:
     return True
 
 
-def child_environment(hook: Hook, config: ExecConfig, delivery: Delivery) -> dict[str, str]:
+def child_environment(hook: Hook, config: ExecConfig, delivery: Event) -> dict[str, str]:
     """The whole environment of the child: nothing of hookbot's own beyond PATH and the allow-list."""
     environment = dict(hook.env)
     environment.update(
@@ -441,14 +446,14 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def hook_argv(hook: Hook, delivery: Delivery) -> list[str]:
+def hook_argv(hook: Hook, delivery: Event) -> list[str]:
     try:
-        return render_command(hook.command, delivery.payload, allow_option_like=hook.allow_option_like)
+        return render_command(hook.command, delivery.data, allow_option_like=hook.allow_option_like)
     except HookRefused as exc:
         raise HookRefused(f"hook {hook.name!r}: {exc} in this {delivery.describe()} delivery") from None
 
 
-async def run_hook(hook: Hook, config: ExecConfig, delivery: Delivery) -> Run:
+async def run_hook(hook: Hook, config: ExecConfig, delivery: Event) -> Run:
     """Run one hook to completion or to its timeout; then its whole process group is killed.
 
     The payload is written to stdin (a child that exits without reading it is not an error); completion means
@@ -478,7 +483,7 @@ async def run_hook(hook: Hook, config: ExecConfig, delivery: Delivery) -> Run:
         try:
             stdin = transport.get_pipe_transport(0)
             assert isinstance(stdin, asyncio.WriteTransport)
-            stdin.write(orjson.dumps(delivery.payload))
+            stdin.write(orjson.dumps(delivery.data))
             stdin.close()
             async with asyncio.timeout(hook.timeout):
                 await finished
@@ -494,40 +499,22 @@ async def run_hook(hook: Hook, config: ExecConfig, delivery: Delivery) -> Run:
     return Run(hook, argv, exit_code, timed_out, stdout, stderr, ms)
 
 
-def comment_target(payload: Mapping[str, Any]) -> tuple[str, int] | None:
-    """(repository, number) of the issue or pull request a payload is about, if any."""
-    repository = payload.get("repository")
-    for key in ("issue", "pull_request"):
-        item = payload.get(key)
-        if isinstance(item, Mapping) and isinstance(item.get("number"), int) and isinstance(repository, Mapping):
-            return str(repository["full_name"]), int(item["number"])
-    return None
+def marker(hook: Hook, delivery: Event) -> str:
+    return hidden_marker("exec", hook=hook.name, delivery=delivery.delivery_id)
 
 
-def marker(hook: Hook, delivery: Delivery) -> str:
-    return f"<!-- hookbot:exec hook={hook.name} delivery={delivery.delivery_id} -->"
-
-
-async def post_output(gh: GitHubAPI, ctx: HandlerContext, run: Run) -> None:
+async def post_output(delivery: Event, gh: GitHubAPI, ctx: Context[ExecConfig], run: Run) -> None:
     """Comment the trimmed stdout once per delivery and hook: the hidden marker makes a retry find its comment."""
-    target = comment_target(ctx.delivery.payload)
     text = run.stdout.strip()
-    if target is None or not text:
+    if not is_about_issue(delivery) or not text:
         ctx.log.info("hook %s: no issue or pull request to comment on, or no output", run.hook.name)
         return
     if len(text) > COMMENT_LIMIT:
         text = text[:COMMENT_LIMIT] + "\n[output trimmed]"
-    repository, number = target
-    comments_url = f"/repos/{repository}/issues/{number}/comments"
-    hidden = marker(run.hook, ctx.delivery)
-    async for comment in gh.getiter(comments_url):
-        if hidden in (comment.get("body") or ""):
-            return
-    await gh.post(comments_url, data={"body": f"{text}\n\n{hidden}"})
+    await comment_once(gh, issue_path(delivery, "comments"), text, marker(run.hook, delivery))
 
 
-async def _run_and_report(hook: Hook, gh: GitHubAPI, ctx: HandlerContext) -> None:
-    delivery = ctx.delivery
+async def _run_and_report(hook: Hook, delivery: Event, gh: GitHubAPI, ctx: Context[ExecConfig]) -> None:
     if ctx.dry_run:
         argv = hook_argv(hook, delivery)
         ctx.actions.record(f"run hook {hook.name}: {shlex.join(argv)}")
@@ -554,29 +541,28 @@ async def _run_and_report(hook: Hook, gh: GitHubAPI, ctx: HandlerContext) -> Non
     ctx.log.info("exec hook succeeded", extra={"fields": fields})
     ctx.actions.record(f"ran hook {hook.name}: {shlex.join(run.argv)}")
     if hook.comment_output:
-        await post_output(gh, ctx, run)
+        await post_output(delivery, gh, ctx, run)
 
 
-async def _run_once(hook: Hook, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def _run_once(hook: Hook, event: Event, gh: GitHubAPI, ctx: Context[ExecConfig]) -> None:
     """Run a hook unless it already succeeded for this delivery; mark it when it does."""
     if ctx.steps is not None and await ctx.steps.done(f"hook:{hook.name}"):
         ctx.log.info("hook %s already succeeded for this delivery; not run again", hook.name)
         return
-    await _run_and_report(hook, gh, ctx)
+    await _run_and_report(hook, event, gh, ctx)
     if ctx.steps is not None and not ctx.dry_run:
         await ctx.steps.mark_done(f"hook:{hook.name}")
 
 
-async def run_matching_hooks(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def run_matching_hooks(event: Event, gh: GitHubAPI, ctx: Context[ExecConfig]) -> None:
     """Run every hook that wants this delivery, side by side.
 
     Each hook's success is remembered for the delivery, so a retry or a redelivery runs only the hooks that
     failed. Any failure fails the plugin; when every failure is one no retry can fix (HookRefused), so is the
     plugin's, and the delivery is not retried for nothing.
     """
-    config: ExecConfig = ctx.config
-    hooks = [hook for hook in config.hooks if wants(hook, ctx.delivery)]
-    results = await asyncio.gather(*(_run_once(hook, gh, ctx) for hook in hooks), return_exceptions=True)
+    hooks = [hook for hook in ctx.config.hooks if wants(hook, event)]
+    results = await asyncio.gather(*(_run_once(hook, event, gh, ctx) for hook in hooks), return_exceptions=True)
     failures = [result for result in results if isinstance(result, BaseException)]
     for failure in failures:
         if not isinstance(failure, Exception):

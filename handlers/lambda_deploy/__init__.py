@@ -5,7 +5,7 @@ wait for the function's turn, resolve the artifact (an S3 object, or the pushed 
 and uploaded), update or create the function, stamp its Description with what was deployed, publish a version and
 move the alias, so that a rollback is one alias move.
 
-This module holds only the router and ``configure``: every start imports the plugin to ask whether it has work,
+This module holds only the router and ``setup``: every start imports the plugin to ask whether it has work,
 a Lambda cold start included, so the rest is imported when a section has rules (config) and when a trigger
 fires (the others). One concern per module:
 
@@ -26,13 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
-from gidgethub.routing import Router
-
-from bot.context import HandlerContext
-from bot.plugins import NOT_SET_UP, NotSetUp
-from bot.repo_config import RepoSetting, RepositorySettings
+from bot.plugin import Context, Event, GitHubAPI, RepoSetting, RepositorySettings, Router, Setup
 
 if TYPE_CHECKING:
     from handlers.lambda_deploy.config import LambdaDeployConfig
@@ -40,18 +34,18 @@ if TYPE_CHECKING:
 router = Router()
 
 
-def configure(section: Mapping[str, Any], *, env: Mapping[str, str]) -> LambdaDeployConfig | NotSetUp:
+def setup(plugin: Setup) -> LambdaDeployConfig | None:
     """No ``[lambda_deploy]`` section: nothing to deploy, said without importing the rest of the plugin; any
     section is checked in full (config.configure).
 
-    ``env`` is hookbot's environment snapshot, read only for ``AWS_LAMBDA_FUNCTION_NAME`` (which Lambda sets to
-    the function running the code), so that hookbot never deploys over itself.
+    ``plugin.env`` is hookbot's environment snapshot, read only for ``AWS_LAMBDA_FUNCTION_NAME`` (which Lambda
+    sets to the function running the code), so that hookbot never deploys over itself.
     """
-    if not section:
-        return NOT_SET_UP
+    if not plugin.section:
+        return None
     from handlers.lambda_deploy import config
 
-    return config.configure(section, own_function=env.get("AWS_LAMBDA_FUNCTION_NAME"))
+    return config.configure(plugin.section, own_function=plugin.env.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
 def _narrow(config: LambdaDeployConfig, values: Mapping[str, Any]) -> LambdaDeployConfig:
@@ -71,21 +65,21 @@ repository_settings: RepositorySettings[LambdaDeployConfig] = RepositorySettings
 
 
 @router.register("push")
-async def push(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def push(event: Event, gh: GitHubAPI, ctx: Context[LambdaDeployConfig]) -> None:
     from handlers.lambda_deploy import triggers
 
     await triggers.push(event, gh, ctx)
 
 
 @router.register("s3")
-async def s3_upload(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def s3_upload(event: Event, gh: GitHubAPI, ctx: Context[LambdaDeployConfig]) -> None:
     from handlers.lambda_deploy import triggers
 
     await triggers.s3_upload(event, gh, ctx)
 
 
 @router.register("issue_comment", action="created")
-async def deploy_command(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def deploy_command(event: Event, gh: GitHubAPI, ctx: Context[LambdaDeployConfig]) -> None:
     from handlers.lambda_deploy import triggers
 
     await triggers.deploy_command(event, gh, ctx)

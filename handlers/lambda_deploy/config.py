@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
-from bot.plugins import NOT_SET_UP, NotSetUp
-from bot.repo_config import SettingError
+from bot.plugin import SettingError
 from handlers.lambda_deploy.errors import Refused
 from handlers.lambda_deploy.ordering import DeployQueue
 
@@ -247,7 +246,7 @@ def _s3_rule(raw: Mapping[str, Any], index: int) -> S3Rule:
     return _finish_rule(S3Rule, data, where)
 
 
-def configure(section: Mapping[str, Any], *, own_function: str | None = None) -> LambdaDeployConfig | NotSetUp:
+def configure(section: Mapping[str, Any], *, own_function: str | None = None) -> LambdaDeployConfig | None:
     """Check every rule at start, so a typo in a placeholder fails now rather than on the first push.
 
     With no rule at all there is nothing to deploy: the plugin is not loaded, so it costs nothing per delivery and
@@ -262,7 +261,7 @@ def configure(section: Mapping[str, Any], *, own_function: str | None = None) ->
     names = [name for name in (*(rule.name for rule in push), *(rule.name for rule in s3)) if name]
     if duplicates := sorted({name for name in names if names.count(name) > 1}):
         raise ValueError(f"rule names must be unique: {', '.join(duplicates)}")
-    return LambdaDeployConfig(push=push, s3=s3, own_function=own_function or None) if push or s3 else NOT_SET_UP
+    return LambdaDeployConfig(push=push, s3=s3, own_function=own_function or None) if push or s3 else None
 
 
 def narrow(config: LambdaDeployConfig, values: Mapping[str, Any]) -> LambdaDeployConfig:

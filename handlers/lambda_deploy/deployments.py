@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot.context import HandlerContext
+from bot.plugin import Context
 from handlers.lambda_deploy.aws_steps import (
     Artifact,
     Deployed,
@@ -44,7 +44,7 @@ FULL_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 async def deploy(
-    ctx: HandlerContext,
+    ctx: Context[LambdaDeployConfig],
     target: Target,
     resolve: Callable[[], Awaitable[Artifact]],
     plan: str,
@@ -54,7 +54,7 @@ async def deploy(
 
     ``resolve`` is a coroutine function giving the Artifact, called only once the deployment is sure to run.
     """
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     async with config.queue.turn(target.function, target.order):
         if on_start is not None:
             await on_start()
@@ -79,13 +79,13 @@ def _plan(artifact: str, target: Target) -> str:
 
 
 async def deploy_commit(
-    gh: GitHubAPI, ctx: HandlerContext, rule: PushRule, repository: str, sha: str, order: float
+    gh: GitHubAPI, ctx: Context[LambdaDeployConfig], rule: PushRule, repository: str, sha: str, order: float
 ) -> str:
     """Deploy one commit by one push rule, reported as a GitHub Deployment; returns a one-line summary.
 
     Every line names the full sha: a short one is what a colliding commit would share.
     """
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     try:
         function = config.check_target(rule.function_name(repository))
     except Refused as exc:
@@ -142,7 +142,7 @@ async def deploy_commit(
 
 
 async def deploy_ref(
-    gh: GitHubAPI, ctx: HandlerContext, rule: PushRule, repository: str, ref: str, order: float
+    gh: GitHubAPI, ctx: Context[LambdaDeployConfig], rule: PushRule, repository: str, ref: str, order: float
 ) -> str:
     """``/deploy <ref>``: the commit a (possibly short) sha names, deployed as a push of it would be, but only when
     it is on the rule's branch.
@@ -171,7 +171,7 @@ async def deploy_ref(
 
 
 async def deploy_upload(
-    ctx: HandlerContext, rule: S3Rule, bucket: str, key: str, version: str | None, order: float
+    ctx: Context[LambdaDeployConfig], rule: S3Rule, bucket: str, key: str, version: str | None, order: float
 ) -> None:
     """Deploy one uploaded object; a failure raises, so the delivery is logged as failed and may be retried."""
     if rule.pointer is not None:
@@ -181,7 +181,7 @@ async def deploy_upload(
         pointed = await asyncio.to_thread(read_pointer, ctx.aws.client("s3"), bucket, key, version)
     else:
         pointed = Artifact(bucket, key, version)
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     try:
         function = config.check_target(rule.function_name(pointed.key))
     except Refused as exc:  # whoever uploaded chose the name: never deployed, and a retry cannot change that
@@ -207,9 +207,11 @@ async def deploy_upload(
         ctx.log.info("not deploying %s to %s: %s", pointed, function, exc)
 
 
-async def roll_back_alias(ctx: HandlerContext, rule: PushRule, repository: str, user: str, order: float) -> str:
+async def roll_back_alias(
+    ctx: Context[LambdaDeployConfig], rule: PushRule, repository: str, user: str, order: float
+) -> str:
     """``/deploy rollback``: the alias back to the previous published version, in the function's turn."""
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     try:
         function = config.check_target(rule.function_name(repository))
     except Refused as exc:

@@ -15,10 +15,11 @@ import gidgethub
 from gidgethub import sansio
 from gidgethub.abc import GitHubAPI
 
+from bot.plugin import hidden_marker
 from handlers.lambda_deploy.config import PushRule
 from handlers.lambda_deploy.errors import DeployError
 
-MARKER = "<!-- hookbot:lambda_deploy -->"  # in every reply, so the bot never answers itself
+MARKER = hidden_marker("lambda_deploy")  # in every reply, so the bot never answers itself
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 
 

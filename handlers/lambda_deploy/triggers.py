@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gidgethub import sansio
-from gidgethub.abc import GitHubAPI
-
-from bot.context import HandlerContext
+from bot.plugin import Context, Event, GitHubAPI
 from handlers.lambda_deploy.commands import USAGE, parse_command, pick_rule
 from handlers.lambda_deploy.config import LambdaDeployConfig
 from handlers.lambda_deploy.deployments import deploy_commit, deploy_ref, deploy_upload, roll_back_alias
@@ -21,7 +18,7 @@ from handlers.lambda_deploy.ordering import order_of
 NULL_SHA = "0" * 40
 
 
-async def push(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def push(event: Event, gh: GitHubAPI, ctx: Context[LambdaDeployConfig]) -> None:
     """A push to a configured branch deploys its head; tags, deletions and other branches are ignored."""
     data = event.data
     ref = str(data.get("ref", ""))
@@ -30,34 +27,34 @@ async def push(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
         return
     branch = ref.removeprefix("refs/heads/")
     repository = str(data["repository"]["full_name"])
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     rules = [rule for rule in config.push if rule.matches(repository, branch)]
     if not rules:
         return
     head = data.get("head_commit") or {}
-    order = order_of(data["repository"].get("pushed_at"), order_of(head.get("timestamp"), ctx.delivery.received_at))
+    order = order_of(data["repository"].get("pushed_at"), order_of(head.get("timestamp"), event.received_at))
     await asyncio.gather(*(deploy_commit(gh, ctx, rule, repository, sha, order) for rule in rules))
 
 
-async def s3_upload(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def s3_upload(event: Event, gh: GitHubAPI, ctx: Context[LambdaDeployConfig]) -> None:
     """An upload under a configured prefix deploys it (or, with ``pointer``, what the pointer names)."""
     data = event.data
     if not str(data.get("action", "")).startswith("ObjectCreated:"):
         return
     bucket, key, version = str(data.get("bucket", "")), str(data.get("key", "")), data.get("version_id")
-    config: LambdaDeployConfig = ctx.config
-    order = order_of(data.get("event_time"), ctx.delivery.received_at)
+    config = ctx.config
+    order = order_of(data.get("event_time"), event.received_at)
     for rule in (rule for rule in config.s3 if rule.matches(bucket, key)):
         await deploy_upload(ctx, rule, bucket, key, version if isinstance(version, str) else None, order)
 
 
-async def deploy_command(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext) -> None:
+async def deploy_command(event: Event, gh: GitHubAPI, ctx: Context[LambdaDeployConfig]) -> None:
     """``/deploy <sha>`` and ``/deploy rollback`` from people who may write to the repository."""
     data = event.data
     comment = data["comment"]
     body = str(comment.get("body") or "")
     sender = data.get("sender") or comment.get("user") or {}
-    if MARKER in body or sender.get("type") == "Bot" or (ctx.bot_login and sender.get("login") == ctx.bot_login):
+    if MARKER in body or ctx.is_from_bot(event):
         return
     command = parse_command(body)
     if command is None:
@@ -73,12 +70,12 @@ async def deploy_command(event: sansio.Event, gh: GitHubAPI, ctx: HandlerContext
     if command.kind == "usage":
         await reply(gh, repository, number, USAGE)
         return
-    config: LambdaDeployConfig = ctx.config
+    config = ctx.config
     picked = pick_rule([rule for rule in config.push if rule.matches(repository)], command.function, repository)
     if isinstance(picked, str):
         await reply(gh, repository, number, picked)
         return
-    order = order_of(comment.get("created_at"), ctx.delivery.received_at)
+    order = order_of(comment.get("created_at"), event.received_at)
     if command.kind == "rollback":
         text = await roll_back_alias(ctx, picked, repository, user, order)
     else:
