@@ -179,9 +179,10 @@ def tune_garbage_collector() -> None:
 
 
 def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: Sequence[Path] = ()) -> int:
-    from aiohttp import web
+    from bot.server import create_app, create_metrics_app
+    from bot.server_limits import AcceptErrorLog, connection_cap, raise_open_files_limit, run_until_signalled, serve_app
 
-    from bot.server import create_app
+    open_files = raise_open_files_limit()
 
     secrets = webhook_secrets(settings)
     if not secrets:
@@ -201,17 +202,28 @@ def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: 
         log.info("dry-run: actions are logged, not performed (set GITHUB_TOKEN or a GitHub App to act)")
     host = host or settings.server.host
     port = port or settings.server.port
-    log.info("listening on http://%s:%d (POST /webhook, GET /healthz, GET /metrics)", host, port)
+    server = settings.server
+    if server.metrics_port is None:
+        log.info("listening on http://%s:%d (POST /webhook, GET /healthz, GET /metrics)", host, port)
+    else:
+        log.info("listening on http://%s:%d (POST /webhook, GET /healthz)", host, port)
+        log.info("metrics on http://%s:%d/metrics", host, server.metrics_port)
     app = create_app(runtime)
+    metrics_app = create_metrics_app(app) if server.metrics_port is not None else None
     tune_garbage_collector()
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        print=None,
-        access_log=None,
-        handler_cancellation=True,
-        loop=new_event_loop(),
+    loop = new_event_loop()
+    loop.set_exception_handler(AcceptErrorLog())
+    run_until_signalled(
+        loop,
+        serve_app(
+            app,
+            host,
+            port,
+            max_connections=connection_cap(server.max_connections, open_files),
+            idle_timeout=server.idle_timeout_seconds,
+            metrics_app=metrics_app,
+            metrics_port=server.metrics_port,
+        ),
     )
     return 0
 

@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 DEFAULT_API_URL = "https://api.github.com"
 GITHUB_MAX_BODY = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB.
+GITHUB_TIMEOUT_SECONDS = 10.0  # GitHub gives up on a delivery after 10 s, so no genuine body takes longer.
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -39,12 +41,13 @@ def check_webhook_secret(value: str, source: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class GitHubSettings:
-    webhook_secret: str | None = None
-    previous_secrets: tuple[str, ...] = ()
+    # Secrets stay out of repr(): settings end up in tracebacks, debug logs and test failure output.
+    webhook_secret: str | None = field(default=None, repr=False)
+    previous_secrets: tuple[str, ...] = field(default=(), repr=False)
     allow_sha1: bool = False
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     app_id: str | None = None
-    private_key: str | None = None
+    private_key: str | None = field(default=None, repr=False)
     api_url: str = DEFAULT_API_URL
     bot_login: str | None = None
     hooks: tuple[str, ...] = ()
@@ -65,6 +68,12 @@ class ServerSettings:
     max_attempts: int = 5
     retry_base_seconds: float = 2.0
     shutdown_grace_seconds: float = 8.0
+    read_deadline_seconds: float = GITHUB_TIMEOUT_SECONDS
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES
+    max_connections: int = 1000
+    idle_timeout_seconds: float = 10.0
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +154,15 @@ def _float(value: Any, name: str) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, not {value!r}") from None
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _positive(value: Number, name: str) -> Number:
+    if value <= 0:
+        raise ConfigError(f"{name} must be more than zero, not {value!r}")
+    return value
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -263,7 +281,26 @@ def load_settings(env: Mapping[str, str], config_path: str | Path | None = None)
         max_attempts=_int(srv.get("max_attempts", 5), "[server] max_attempts"),
         retry_base_seconds=_float(srv.get("retry_base_seconds", 2.0), "[server] retry_base_seconds"),
         shutdown_grace_seconds=_float(srv.get("shutdown_grace_seconds", 8.0), "[server] shutdown_grace_seconds"),
+        read_deadline_seconds=_positive(
+            _float(srv.get("read_deadline_seconds", GITHUB_TIMEOUT_SECONDS), "[server] read_deadline_seconds"),
+            "[server] read_deadline_seconds",
+        ),
+        max_buffered_bytes=_int(srv.get("max_buffered_bytes", MAX_BUFFERED_BYTES), "[server] max_buffered_bytes"),
+        max_connections=_positive(
+            _int(srv.get("max_connections", 1000), "[server] max_connections"), "[server] max_connections"
+        ),
+        idle_timeout_seconds=_positive(
+            _float(srv.get("idle_timeout_seconds", 10.0), "[server] idle_timeout_seconds"),
+            "[server] idle_timeout_seconds",
+        ),
+        metrics_token=env.get("HOOKBOT_METRICS_TOKEN") or srv.get("metrics_token") or None,
+        metrics_port=_int(srv["metrics_port"], "[server] metrics_port") if "metrics_port" in srv else None,
     )
+    if server.max_buffered_bytes < server.max_body_bytes:
+        raise ConfigError(
+            f"[server] max_buffered_bytes ({server.max_buffered_bytes}) must be at least max_body_bytes "
+            f"({server.max_body_bytes}): otherwise a body of the allowed size could never be read"
+        )
 
     sns_data = _section(data, "sns")
     sns = SnsSettings(

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from gidgethub import sansio
-from gidgethub.routing import Router
 
 from bot.aws import AwsClients
 from bot.context import ActionLog, StepMarks
@@ -76,41 +75,59 @@ class Dispatcher:
         self.dry_run = dry_run
         self.repo_configs = repo_configs
 
+    def routes(self, event: Event) -> list[tuple[Plugin, list[Callable[..., Awaitable[None]]]]]:
+        """Each loaded plugin with its handlers for ``event`` (none for a plugin that does not want it)."""
+        every = sansio.Event(event.data, event=WILDCARD, delivery_id=event.delivery_id)
+        return [(plugin, plugin.callbacks(event, every)) for plugin in self.plugins]
+
+    def wants(self, delivery: Delivery) -> bool:
+        """Whether any loaded plugin has a handler for the delivery's event and action (that it wants), or the
+        delivery is a push that changes a repository's config (it gets a check run).
+
+        Many webhooks send everything and GitHub Apps get floods of check and workflow events: a delivery nobody
+        wants is answered at the door, without the journal or de-duplication.
+        """
+        if any(callbacks for _, callbacks in self.routes(Event(delivery))):
+            return True
+        from bot.repo_config_loader import touches_config
+
+        return self.repo_configs is not None and touches_config(delivery)
+
     async def dispatch(self, delivery: Delivery) -> DispatchResult:
         """Run every enabled plugin on ``delivery`` once; never raises for a handler's failure."""
         token = current_delivery.set(delivery.delivery_id)
         try:
             result = DispatchResult(delivery.delivery_id)
+            event = Event(delivery)
+            routes = self.routes(event)
+            config_pushed = self.repo_configs is not None and self.repo_configs.note_push(delivery)
+            if not config_pushed and not any(callbacks for _, callbacks in routes):
+                # Wanted by no plugin (GitHub sends many kinds of events): nothing to claim, remember, or ask
+                # GitHub; the same answer however often it comes.
+                result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
+                return result
             if not await self._claim(delivery):
                 result.duplicate = True
                 return result
             actions = ActionLog(dry_run=self.dry_run)
-            event = Event(delivery)
-            every = sansio.Event(delivery.payload, event=WILDCARD, delivery_id=delivery.delivery_id)
-            routes = [(plugin, callbacks_for(plugin.router, event, every)) for plugin in self.plugins]
-            config_pushed = self.repo_configs is not None and self.repo_configs.note_push(delivery)
-            if any(callbacks for _, callbacks in routes) or config_pushed:
-                try:
-                    gh = await self.github.for_installation(delivery.installation_id, actions)
-                    # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
-                    bot_login = await self.github.bot_login() if delivery.from_github else None
-                except Exception as exc:
-                    await self._release(delivery)
-                    log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
-                    result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
-                    return result
-                try:
-                    configs = await self._repository_configs(gh, delivery, config_pushed)
-                except Exception as exc:
-                    # Applying the server's config instead could undo what the repository switched off: retry later.
-                    await self._release(delivery)
-                    log.exception("cannot read the repository's config", extra={"fields": _fields(delivery)})
-                    result.outcomes.append(Outcome("repo-config", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
-                    return result
-                result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login, configs)
-            else:
-                # An event no plugin handles (GitHub sends many kinds) needs no GitHub client, token or task.
-                result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
+            try:
+                gh = await self.github.for_installation(delivery.installation_id, actions)
+                # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
+                bot_login = await self.github.bot_login() if delivery.from_github else None
+            except Exception as exc:
+                await self._release(delivery)
+                log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
+                result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
+                return result
+            try:
+                configs = await self._repository_configs(gh, delivery, config_pushed)
+            except Exception as exc:
+                # Applying the server's config instead could undo what the repository switched off: retry later.
+                await self._release(delivery)
+                log.exception("cannot read the repository's config", extra={"fields": _fields(delivery)})
+                result.outcomes.append(Outcome("repo-config", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
+                return result
+            result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login, configs)
             result.actions = actions.lines
             if result.ok:
                 await self._mark_done(delivery)
@@ -240,16 +257,6 @@ class Dispatcher:
         await self.dedupe.mark_done(key)
         log.info("handler finished", extra={"fields": _fields(delivery, outcome)})
         return outcome
-
-
-def callbacks_for(router: Router, event: sansio.Event, every: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
-    """The router's callbacks for ``event``, plus those registered for ``"*"`` (``every``: the same event under
-    that name; every event goes to them, e.g. audit).
-
-    Sorted by name so that a plugin's handlers run in a stable order (gidgethub returns a set).
-    """
-    found = router.fetch(event) | router.fetch(every)
-    return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
 
 
 def _ms(started: float) -> float:

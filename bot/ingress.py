@@ -163,6 +163,27 @@ def dispatch_answer(delivery: Delivery, result: DispatchResult) -> Answer:
 Accept = Callable[[Delivery], Awaitable[Answer]]
 
 
+class UnwantedLog:
+    """The line a delivery no plugin wants leaves: at info level the first time an event name is seen, so a first
+    test push does not seem to vanish, then at debug level, so a flood of check or workflow events costs no log."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.seen: set[str] = set()
+        self.limit = limit  # event names are checked, but the set need not grow with them
+
+    def note(self, delivery: Delivery) -> None:
+        first = delivery.event not in self.seen and len(self.seen) < self.limit
+        if first:
+            self.seen.add(delivery.event)
+        log.log(
+            logging.INFO if first else logging.DEBUG,
+            "%s: no loaded plugin wants it; answered without journal or de-duplication%s",
+            delivery.describe(),
+            " (further ones are logged at debug level)" if first else "",
+            extra={"fields": {"event": delivery.describe(), "repository": delivery.repository, "outcome": "unwanted"}},
+        )
+
+
 class Ingress:
     """The flow every door runs, bound to a Runtime, to what the door does with a verified delivery (``accept``)
     and to a refusal log that stays quiet under a flood."""
@@ -171,6 +192,16 @@ class Ingress:
         self.runtime = runtime
         self.accept = accept
         self.refusals = refusals
+        self.unwanted = UnwantedLog()
+
+    async def take(self, delivery: Delivery) -> Answer:
+        """A verified delivery: accepted (``accept``), or, when no loaded plugin wants it, answered 200 at once,
+        without the journal or de-duplication: nothing will be done with it, however often it comes."""
+        if self.runtime.dispatcher.wants(delivery):
+            return await self.accept(delivery)
+        DELIVERIES.labels(event_label(delivery.event), "unwanted").inc()
+        self.unwanted.note(delivery)
+        return Answer(200, {"delivery": delivery.delivery_id, "status": "no plugin wants it"})
 
     @property
     def policy(self) -> Policy:
@@ -229,7 +260,7 @@ class Ingress:
             if not self.runtime.settings.relay.also_handle:
                 relayed = {"delivery": delivery.delivery_id, "status": "relayed", "sns_message_id": message_id}
                 return Answer(200, relayed)
-        return await self.accept(delivery)
+        return await self.take(delivery)
 
     async def sns_message(self, document: Any, *, verify: bool, check_age: bool) -> SnsMessage:
         """An SNS message checked as far as its door needs: fully (signature, certificate, age), or, for a record
@@ -277,7 +308,7 @@ class Ingress:
             deliveries = self.sns_deliveries(message, "sns-http")
         except Refusal as refusal:
             return self.refuse(refusal, headers, remote)
-        answers = [await self.accept(delivery) for delivery in deliveries]
+        answers = [await self.take(delivery) for delivery in deliveries]
         # SNS retries anything but 2xx: one 503 asks for the whole message again, and dedupe skips what was taken.
         busy = [answer for answer in answers if answer.status == 503]
         if busy or len(answers) == 1:

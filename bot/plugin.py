@@ -11,7 +11,10 @@ A plugin is a module (or package) with:
 - optionally ``setup(plugin: Setup) -> Config | None``, called once at start with the plugin's config section.
   It checks the section and returns what handlers get as ``ctx.config`` (typed: ``Context[Config]``), or None when
   the plugin has nothing to do under this config, and is then not loaded. Whatever it raises stops hookbot
-  with one config error naming the plugin. Without ``setup``, ``ctx.config`` is the section as it was written.
+  with one config error naming the plugin. Without ``setup``, ``ctx.config`` is the section as it was written;
+- optionally ``wants(config, event) -> bool``: whether the plugin wants a delivery its router would route (audit:
+  the events its ``events`` setting names). A delivery no loaded plugin wants is answered at the door without
+  the journal or de-duplication, so say no here rather than return early in a ``"*"`` handler.
 
 Helpers the built-ins share live here too, so a third-party plugin gets them from the same place: whether a
 delivery was sent by a bot (answering one could start a loop between bots), the hidden-marker comment that makes

@@ -18,16 +18,17 @@ import importlib.metadata
 import importlib.util
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from gidgethub import sansio
 from gidgethub.routing import Router
 
 from bot.config import ConfigError
-from bot.plugin import Setup
+from bot.plugin import Event, Setup
 from bot.repo_config import RepositorySettings
 
 ENTRY_POINT_GROUP = "hookbot.handlers"
@@ -44,6 +45,17 @@ class Plugin:
     log: logging.Logger  # handlers log through ctx.log, named hookbot.handlers.<name>
     # What a repository's .github/hookbot.yml may set (the module's ``repository_settings``); None: nothing.
     repository_settings: RepositorySettings[Any] | None = None
+    # The module's ``wants(config, event)``: whether it wants a delivery its router would route (audit's
+    # ``events`` setting); None: every delivery its router routes.
+    wants: Callable[[Any, Event], bool] | None = None
+
+    def callbacks(self, event: Event, every: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
+        """This plugin's handlers for ``event`` and for ``"*"`` (``every``: the same event under that name), in a
+        stable order (gidgethub returns a set); none when its ``wants`` turns the delivery down."""
+        if self.wants is not None and not self.wants(self.config, event):
+            return []
+        found = self.router.fetch(event) | self.router.fetch(every)
+        return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
 
 
 def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
@@ -115,7 +127,10 @@ def set_up(name: str, module: ModuleType, given: Setup) -> Plugin | None:
     settings = getattr(module, "repository_settings", None)
     if settings is not None and not isinstance(settings, RepositorySettings):
         raise ConfigError(f"plugin {name!r}: repository_settings must be a bot.plugin.RepositorySettings")
-    return Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings)
+    wants = getattr(module, "wants", None)
+    if wants is not None and not callable(wants):
+        raise ConfigError(f"plugin {name!r}: wants must be a function (config, event) -> bool")
+    return Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings, wants)
 
 
 def load_module_at(path: Path) -> tuple[str, ModuleType]:

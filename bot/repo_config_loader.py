@@ -75,6 +75,19 @@ class Resolution:
     files: tuple[CachedFile, ...] = ()  # what it was resolved from, to know when to resolve it again
 
 
+def touches_config(delivery: Delivery) -> bool:
+    """Whether ``delivery`` is a push whose commits add, change or remove the repository's config file."""
+    payload = delivery.payload
+    if delivery.event != "push" or not isinstance(payload.get("repository"), dict) or delivery.repository is None:
+        return False
+    if not COMMIT_SHA.fullmatch(str(payload.get("after", ""))) or payload.get("deleted"):
+        return False
+    commits = [commit for commit in payload.get("commits") or [] if isinstance(commit, dict)]
+    return any(
+        REPO_CONFIG_PATH in (commit.get(kind) or []) for commit in commits for kind in ("added", "modified", "removed")
+    )
+
+
 class RepoConfigs:
     """The per-repository configs of one server: a cache of files, and the resolutions made from them."""
 
@@ -146,20 +159,9 @@ class RepoConfigs:
     def note_push(self, delivery: Delivery) -> bool:
         """True for a push whose commits touch the file, which gets a check run; on the default branch the
         repository's cached file is dropped at once, so the new one applies from this push on."""
-        payload = delivery.payload
-        repository = payload.get("repository")
-        if delivery.event != "push" or not isinstance(repository, dict) or delivery.repository is None:
-            return False
-        if not COMMIT_SHA.fullmatch(str(payload.get("after", ""))) or payload.get("deleted"):
-            return False
-        commits = [commit for commit in payload.get("commits") or [] if isinstance(commit, dict)]
-        touched = any(
-            REPO_CONFIG_PATH in (commit.get(kind) or [])
-            for commit in commits
-            for kind in ("added", "modified", "removed")
-        )
-        if touched and _on_default_branch(payload):
-            self._files.pop(delivery.repository.lower(), None)
+        touched = touches_config(delivery)
+        if touched and _on_default_branch(delivery.payload):
+            self._files.pop(str(delivery.repository).lower(), None)
         return touched
 
     async def report(self, gh: HookbotGitHubAPI, delivery: Delivery, resolution: Resolution) -> None:

@@ -7,6 +7,7 @@ read), journals what is accepted and answers at once; it holds no business logic
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -19,10 +20,12 @@ from bot import __version__
 from bot.delivery import Delivery, Refusal
 from bot.dispatch import DispatchResult
 from bot.inbox import Inbox, JournalInbox, Processor, journal_path
-from bot.ingress import Accept, Answer, Ingress, admission_answer
+from bot.ingress import RETRY_AFTER_SECONDS, Accept, Answer, Ingress, admission_answer
 from bot.logs import RefusalLog
 from bot.metrics import HANDLER_SECONDS, INBOX_PENDING, REGISTRY
 from bot.runtime import Runtime
+from bot.server_limits import BodyBudget, answer_and_close, track_busy_connections
+from bot.server_limits import read_body as read_bounded_body
 
 log = logging.getLogger("hookbot.server")
 
@@ -30,6 +33,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 INBOX = web.AppKey("inbox", Inbox)
 STARTED = web.AppKey("started", float)
 INGRESS = web.AppKey("ingress", Ingress)
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 
 
 def json_answer(data: object, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -41,15 +45,21 @@ def respond(answer: Answer) -> web.Response:
     return json_answer(answer.document, status=answer.status, headers=answer.headers or None)
 
 
-async def read_body(request: web.Request) -> bytes | Answer:
-    """The whole body, or the 413 answer when it turns out over the limit (no or a false Content-Length)."""
+async def read_body(request: web.Request) -> bytes | web.Response:
+    """The body as sent, bounded in size, time and (across connections) memory (bot.server_limits.read_body).
+
+    Else the refusal, already sent: 413 when it turns out over the limit (no or a false Content-Length), 408
+    past the read deadline, 503 when too many request bytes are buffered at once. The rest of such a body is
+    never read, so the connection is closed after the answer.
+    """
+    server = request.app[RUNTIME].settings.server
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[RUNTIME].settings.server.max_body_bytes
-        return request.app[INGRESS].refuse(
-            Refusal(413, f"body is over the {limit} byte limit"), request.headers, request.remote
+        return await read_bounded_body(
+            request, request.app[BODY_BUDGET], max_bytes=server.max_body_bytes, deadline=server.read_deadline_seconds
         )
+    except Refusal as refusal:
+        answer = request.app[INGRESS].refuse(refusal, request.headers, request.remote)
+        return await answer_and_close(request, respond(answer))
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
@@ -59,8 +69,8 @@ async def receive_webhook(request: web.Request) -> web.Response:
     if refused is not None:
         return respond(refused)
     body = await read_body(request)
-    if isinstance(body, Answer):
-        return respond(body)
+    if isinstance(body, web.Response):
+        return body
     return respond(await ingress.github(request.headers, body, source="github-http", remote=request.remote))
 
 
@@ -71,8 +81,8 @@ async def receive_sns(request: web.Request) -> web.Response:
     if refused is not None:
         return respond(refused)
     body = await read_body(request)
-    if isinstance(body, Answer):
-        return respond(body)
+    if isinstance(body, web.Response):
+        return body
     return respond(await ingress.sns_http(request.headers, body, remote=request.remote))
 
 
@@ -106,9 +116,26 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text; with ``[server] metrics_token`` only for ``Authorization: Bearer <token>``.
+
+    Counts of deliveries, refusals and handler outcomes tell an attacker what works, so they need not be shown to
+    whoever can reach the port GitHub posts to.
+    """
+    token = request.app[RUNTIME].settings.server.metrics_token
+    if token and not bearer_matches(request.headers.get("Authorization"), token):
+        return json_answer(
+            {"error": "metrics need Authorization: Bearer <[server] metrics_token>"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="hookbot metrics"'},
+        )
     # Read here, at scrape time, rather than updated by the inbox on every delivery.
     INBOX_PENDING.set(request.app[INBOX].pending)
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    scheme, _, value = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
 def make_processor(runtime: Runtime) -> Processor:
@@ -128,7 +155,11 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     settings = runtime.settings
     # No automatic decompression: a compressed body is refused (415) before it is read, and even a body read by
     # mistake could not inflate; an encoding aiohttp cannot decode (br without brotli) cannot raise in its parser.
-    app = web.Application(client_max_size=settings.server.max_body_bytes, handler_args={"auto_decompress": False})
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        handler_args={"auto_decompress": False},
+        middlewares=[track_busy_connections],
+    )
     app[RUNTIME] = runtime
     app[INBOX] = inbox or JournalInbox(
         journal_path(settings.state_dir),
@@ -140,10 +171,12 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     )
     app[STARTED] = time.monotonic()
     app[INGRESS] = Ingress(runtime, journal_acceptor(app[INBOX]), RefusalLog(log))
+    app[BODY_BUDGET] = BodyBudget(settings.server.max_buffered_bytes, retry_after=RETRY_AFTER_SECONDS)
     app.router.add_post("/webhook", receive_webhook)
     app.router.add_post("/sns", receive_sns)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    if settings.server.metrics_port is None:
+        app.router.add_get("/metrics", metrics)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[INBOX].start()
@@ -174,3 +207,12 @@ def background_tasks(runtime: Runtime) -> list[Coroutine[object, object, None]]:
     from bot.redeliver import redeliver_periodically
 
     return [redeliver_periodically(runtime, every)]
+
+
+def create_metrics_app(app: web.Application) -> web.Application:
+    """``GET /metrics`` alone, for ``[server] metrics_port``: scraped on a port GitHub's side never reaches."""
+    metrics_app = web.Application()
+    metrics_app[RUNTIME] = app[RUNTIME]
+    metrics_app[INBOX] = app[INBOX]
+    metrics_app.router.add_get("/metrics", metrics)
+    return metrics_app

@@ -35,7 +35,6 @@ from bot.aws import AwsClients
 from bot.config import ConfigError
 from bot.context import ActionLog
 from bot.delivery import WILDCARD, Delivery
-from bot.dispatch import callbacks_for
 from bot.github import Answer, DryRunGitHubAPI, HookbotGitHubAPI
 from bot.plugin import Context, Event, Setup
 from bot.plugins import set_up
@@ -165,7 +164,7 @@ async def run_plugin_async(
     every = sansio.Event(delivery.payload, event=WILDCARD, delivery_id=delivery.delivery_id)
     plugin_event = Event(delivery)
     gh = github.client(actions, dry_run=dry_run)
-    for callback in callbacks_for(loaded.router, plugin_event, every):
+    for callback in loaded.callbacks(plugin_event, every):
         await callback(plugin_event, gh, ctx)
     return Done(github, actions.lines, loaded.config)
 

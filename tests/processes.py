@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -25,8 +26,17 @@ def issue_body(number: int) -> bytes:
 class Server:
     """One `python -m bot serve` subprocess on a free port, logging to a file in the test's directory."""
 
-    def __init__(self, tmp_path: Path, api_url: str, config: str, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        api_url: str,
+        config: str,
+        extra_env: dict[str, str] | None = None,
+        *,
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
+        self.open_files = open_files  # (soft, hard) RLIMIT_NOFILE for the server process
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (tmp_path / "hookbot.toml").write_text(config)
@@ -44,7 +54,15 @@ class Server:
     async def start(self) -> None:
         with (self.tmp_path / "server.log").open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", "serve", "--port", str(self.port), env=self.env, stderr=log
+                sys.executable,
+                "-m",
+                "bot",
+                "serve",
+                "--port",
+                str(self.port),
+                env=self.env,
+                stderr=log,
+                preexec_fn=self._limit_open_files if self.open_files else None,
             )
         async with aiohttp.ClientSession() as session:
             for _ in range(300):
@@ -56,6 +74,26 @@ class Server:
                     pass
                 await asyncio.sleep(0.05)
         raise AssertionError("server did not start: " + (self.tmp_path / "server.log").read_text()[-2000:])
+
+    def _limit_open_files(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
+
+    def status_kib(self, field: str) -> int:
+        """A field of /proc/PID/status in KiB: VmRSS (now) or VmHWM (peak since start or `reset_peak_rss`)."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} in /proc/{self.process.pid}/status")
+
+    def reset_peak_rss(self) -> None:
+        """Start VmHWM afresh (Linux: writing 5 to clear_refs), so that each phase of a test has its own peak."""
+        assert self.process is not None
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
+    def log_size(self) -> int:
+        return (self.tmp_path / "server.log").stat().st_size
 
     async def post(self, body: bytes, delivery_id: str) -> int:
         headers = github_headers(body, "issues", delivery_id=delivery_id)

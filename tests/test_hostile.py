@@ -8,12 +8,16 @@ dead worker.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
-from collections.abc import Callable
+import resource
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
@@ -26,6 +30,7 @@ from bot.server import create_app
 from bot.sns import SnsVerifier, parse_message
 from tests.fake_github import FakeGitHub
 from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings
+from tests.processes import Server, issue_body
 from tests.sns_signing import TOPIC, Signer, notification
 
 SECRETS = [SECRET.encode()]
@@ -161,7 +166,7 @@ async def settle(client: TestClient) -> dict[str, Any]:
         (b'{"a":' * 5000 + b"1" + b"}" * 5000, "issues", 400),
         (b'{"action": "opened", "x": "\xff\xfe"}', "issues", 400),  # invalid UTF-8
         (b"\x00\x01\x02", "issues", 400),
-        (b'{"zen": "unknown events are accepted and ignored"}', "no_such_event", 202),
+        (b'{"zen": "unknown events are answered and ignored"}', "no_such_event", 200),  # no plugin wants it
         (b'{"action": "opened"}', "issues", 202),  # a signed but odd payload: the handler fails, not the worker
     ],
 )
@@ -212,3 +217,138 @@ async def test_forged_flood_is_refused_before_reading_and_logged_sparingly(
     lines = [r for r in caplog.records if r.name == "hookbot.server"]
     assert len(lines) <= 10
     assert (await client.get("/healthz")).status == 200
+
+
+# --- Bounded before authenticated: floods against a real `hookbot serve` process -------------------------------
+# Each attack runs against its own server subprocess; the test measures the server's peak RSS (VmHWM) and how much
+# it logged during the attack, and checks that a genuine signed delivery is answered 202 while the attack lasts.
+# Run with -s to see the numbers (BENCHMARKS-style lines starting with "hostile:").
+
+MIB = 1024 * 1024
+RSS_BOUND_KIB = 150 * 1024
+LOG_BOUND_BYTES = 1_000_000
+FORGED_SIGNATURE = "sha256=" + "0" * 64  # well-formed, so the body is read before the HMAC refuses it
+HOSTILE_CONFIG = "[server]\nread_deadline_seconds = 5\n"
+
+
+@pytest.fixture
+async def hostile_server(tmp_path: Path, fake_github: tuple[FakeGitHub, str]) -> AsyncIterator[Server]:
+    _, url = fake_github
+    # soft < hard: `serve` raises the soft limit itself; 1024 is the common default that 5,000 connections exceed
+    server = Server(tmp_path, url, HOSTILE_CONFIG, open_files=(512, 1024))
+    await server.start()
+    server.reset_peak_rss()
+    yield server
+    await server.stop()
+
+
+async def genuine_delivery_status(server: Server) -> int:
+    async with asyncio.timeout(60):  # generous: a server locked up by the attack fails here instead of hanging
+        return await server.post(issue_body(4242), f"genuine-{uuid.uuid4()}")
+
+
+def report_and_check(server: Server, attack: str, log_before: int) -> None:
+    peak_kib = server.status_kib("VmHWM")
+    logged = server.log_size() - log_before
+    print(f"\nhostile: {attack}: peak RSS {peak_kib / 1024:.1f} MiB, {logged} bytes logged")
+    assert peak_kib < RSS_BOUND_KIB, f"{attack}: peak RSS {peak_kib / 1024:.0f} MiB"
+    assert logged < LOG_BOUND_BYTES, f"{attack}: {logged} bytes of log"
+
+
+async def test_gzip_bomb_flood_is_never_inflated(hostile_server: Server) -> None:
+    server = hostile_server
+    log_before = server.log_size()
+    bomb = gzip.compress(bytes(24 * MIB), compresslevel=9)  # about 24 KB on the wire, 24 MiB inflated
+    assert len(bomb) < 30_000
+
+    async def send_bomb(session: aiohttp.ClientSession, n: int) -> int:
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+            "X-GitHub-Event": "issues",
+            "X-GitHub-Delivery": f"bomb-{n}",
+            "X-Hub-Signature-256": FORGED_SIGNATURE,
+        }
+        async with session.post(f"{server.url}/webhook", data=bomb, headers=headers) as response:
+            return response.status
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+        statuses = await asyncio.gather(*(send_bomb(session, n) for n in range(100)))
+    assert {status for status in statuses} <= {401, 415}
+    assert await genuine_delivery_status(server) == 202
+    report_and_check(server, "100 gzip bombs (24 KB -> 24 MiB)", log_before)
+
+
+async def stall_a_body(port: int, n: int, size: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send headers and all of a ``size`` body but its last chunk, then stop (or stop early if the server refuses)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"X-GitHub-Event: issues\r\nX-GitHub-Delivery: stall-{n}\r\n"
+            f"X-Hub-Signature-256: {FORGED_SIGNATURE}\r\nContent-Length: {size}\r\n\r\n"
+        ).encode()
+    )
+    chunk = b" " * (256 * 1024)
+    for _ in range(size // len(chunk) - 1):
+        writer.write(chunk)
+        try:
+            await asyncio.wait_for(writer.drain(), timeout=5)
+        except (TimeoutError, ConnectionError):
+            break  # the server stopped reading (budget full) or closed the connection (refused)
+    return reader, writer
+
+
+async def closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+async def test_stalled_bodies_hold_no_more_than_the_budget_and_are_closed(hostile_server: Server) -> None:
+    server = hostile_server
+    log_before = server.log_size()
+    connections = await asyncio.gather(*(stall_a_body(server.port, n, 25 * MIB) for n in range(40)))
+    assert await genuine_delivery_status(server) == 202  # stalled bodies give way to it
+    # every stalled connection is closed by the server: at once when refused, else at the 5 s read deadline
+    closed = await asyncio.gather(*(closed_by_server(reader, timeout=60) for reader, _ in connections))
+    assert all(closed)
+    for _, writer in connections:
+        writer.close()
+    report_and_check(server, "40 stalled 25 MiB bodies", log_before)
+
+
+def raise_own_open_files_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+async def test_idle_connections_cannot_lock_out_a_delivery(hostile_server: Server) -> None:
+    server = hostile_server
+    raise_own_open_files_limit(5000 + 500)
+    log_before = server.log_size()
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(10):  # 10 waves of 500: the server caps connections under its 1,024 open files
+            opened = await asyncio.gather(
+                *(asyncio.open_connection("127.0.0.1", server.port) for _ in range(500)), return_exceptions=True
+            )
+            writers.extend(pair[1] for pair in opened if isinstance(pair, tuple))
+        assert len(writers) == 5000
+        assert await genuine_delivery_status(server) == 202
+        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/healthz") as response:
+            assert response.status == 200
+    finally:
+        for writer in writers:
+            writer.close()
+    report_and_check(server, "5,000 idle connections", log_before)
+    assert "cannot accept connections" not in (server.tmp_path / "server.log").read_text()

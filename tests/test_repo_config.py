@@ -13,13 +13,15 @@ from typing import Any
 
 import pytest
 
+from bot.aws_lambda import LambdaEntry
 from bot.delivery import Delivery
 from bot.plugins import load_plugins
 from bot.repo_config import OFF, RepoConfigError, effective_configs, parse_repo_file
 from bot.runtime import Runtime, server_ceiling
 from handlers.greeter import MARKER
 from tests.fake_github import FakeGitHub
-from tests.helpers import fixture_bytes, make_settings
+from tests.helpers import fixture_bytes, github_headers, make_settings
+from tests.lambda_events import function_url_event
 
 REPO = "Codertocat/Hello-World"
 ISSUE_COMMENTS = f"/repos/{REPO}/issues/1/comments"
@@ -506,3 +508,20 @@ async def test_a_1_mib_file_is_refused_by_its_size_before_decoding(
     await runtime.close()
     assert result.ok and greetings(fake) == [SERVER_GREETING]
     assert "the file is 1048576 bytes; hookbot reads at most 65536" in caplog.text
+
+
+async def test_in_lambda_the_cache_lives_as_long_as_the_warm_container(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    fake, url = fake_github
+    fake.files[REPO] = {".github/hookbot.yml": b"greeter:\n  issue_comment: 'Warm, @{author}'\n"}
+    settings = make_settings(tmp_path, GREETER_ONLY, GITHUB_TOKEN="t", GITHUB_API_URL=url, HOOKBOT_DRY_RUN="0")
+    entry = LambdaEntry(Runtime.build(settings))
+    for number in (1, 2, 3):
+        body = json.dumps(issue_opened(number=number).payload).encode()
+        event = function_url_event(body, github_headers(body, "issues"))
+        # Each invocation as Lambda makes it: its own thread and its own asyncio.run loop, the same Runtime.
+        answer = await asyncio.to_thread(entry, event, None)
+        assert answer["statusCode"] == 200, answer
+    assert greetings(fake) == ["Warm, @Codertocat"] * 3
+    assert contents_requests(fake) == [CONTENTS]

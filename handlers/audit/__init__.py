@@ -29,6 +29,11 @@ def setup(plugin: Setup) -> AuditConfig | None:
     return records.configure(plugin.section)
 
 
+def wants(config: AuditConfig, event: Event) -> bool:
+    """Only the events ``[audit] events`` names: a delivery nobody else wants either is then answered at the door."""
+    return config.destination is not None and event.matches(config.events)
+
+
 @router.register(WILDCARD)
 async def record_delivery(event: Event, gh: GitHubAPI, ctx: Context[AuditConfig]) -> None:
     from handlers.audit import records
