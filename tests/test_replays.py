@@ -5,39 +5,57 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from pathlib import Path
 
 import boto3
 import pytest
 
 from bot.delivery import Delivery
-from bot.dispatch import DispatchResult, Outcome
+from bot.dispatch import Dispatcher, DispatchResult, Outcome
 from bot.inbox import JournalInbox, journal_path
 from bot.runtime import Runtime
+from tests.fake_github import FakeGitHub
 from tests.helpers import fixture_bytes, make_settings
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 TABLE = "hookbot-replays"
 
 
-def push(delivery_id: str, body: bytes = b'{"zen": "not handled by any plugin"}', **extra: str) -> Delivery:
-    return Delivery(event="push", delivery_id=delivery_id, payload={}, body=body, source="lambda-sns", **extra)
+def issue(delivery_id: str, number: int = 1, **extra: str) -> Delivery:
+    """An issues.opened delivery (one the greeter wants, so it is claimed) about issue ``number``."""
+    body = ISSUE_OPENED.replace(b'"number": 1,', f'"number": {number},'.encode(), 1)
+    payload = json.loads(body)
+    return Delivery(event="issues", delivery_id=delivery_id, payload=payload, body=body, source="lambda-sns", **extra)
 
 
-async def test_the_same_sns_message_is_a_duplicate_even_with_another_body_and_id(tmp_path: Path) -> None:
-    dispatcher = Runtime.build(make_settings(tmp_path), secrets_=[]).dispatcher
-    assert not (await dispatcher.dispatch(push("a", sns_message_id="m-1"))).duplicate
-    assert (await dispatcher.dispatch(push("b", b'{"other": 1}', sns_message_id="m-1"))).duplicate
-    assert not (await dispatcher.dispatch(push("c", b'{"other": 2}', sns_message_id="m-2"))).duplicate
+def dispatcher_for(tmp_path: Path, github_url: str, **env: str) -> Dispatcher:
+    settings = make_settings(tmp_path, GITHUB_TOKEN="ghp_test", GITHUB_API_URL=github_url, **env)
+    return Runtime.build(settings, secrets_=[]).dispatcher
 
 
-async def test_a_failed_delivery_frees_its_body_for_a_retry(tmp_path: Path) -> None:
+async def test_the_same_sns_message_is_a_duplicate_even_with_another_body_and_id(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    dispatcher = dispatcher_for(tmp_path, fake_github[1])
+    assert not (await dispatcher.dispatch(issue("a", 1, sns_message_id="m-1"))).duplicate
+    assert (await dispatcher.dispatch(issue("b", 2, sns_message_id="m-1"))).duplicate
+    assert not (await dispatcher.dispatch(issue("c", 3, sns_message_id="m-2"))).duplicate
+    assert len(fake_github[0].posted_comments()) == 2
+
+
+async def test_a_failed_delivery_frees_its_body_for_a_retry(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str]
+) -> None:
     """Claims are all or nothing and released on failure: the replay key must not block the real retry."""
-    dispatcher = Runtime.build(make_settings(tmp_path), secrets_=[]).dispatcher
-    first = push("a")
-    assert await dispatcher._claim(first)
-    await dispatcher._release(first)
-    assert not (await dispatcher.dispatch(push("a"))).duplicate
+    fake, url = fake_github
+    dispatcher = dispatcher_for(tmp_path, url)
+    comments = "/repos/Codertocat/Hello-World/issues/1/comments"
+    fake.responses[("POST", comments)] = (502, {"message": "Server Error"})
+    assert not (await dispatcher.dispatch(issue("a"))).ok
+    del fake.responses[("POST", comments)]
+    assert (await dispatcher.dispatch(issue("b"))).ok  # the same body under another id: the failed one never ran
+    assert (await dispatcher.dispatch(issue("a"))).duplicate
 
 
 def create_table() -> None:
@@ -50,19 +68,17 @@ def create_table() -> None:
     )
 
 
-async def test_two_instances_sharing_the_table_take_a_replayed_body_once(tmp_path: Path, moto: str) -> None:
+async def test_two_instances_sharing_the_table_take_a_replayed_body_once(
+    tmp_path: Path, moto: str, fake_github: tuple[FakeGitHub, str]
+) -> None:
     """Two Lambda instances (two Runtimes) with one DynamoDB table: the body key is shared, not only in memory."""
     create_table()
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    first, second = (
-        Runtime.build(make_settings(tmp_path / name, HOOKBOT_DEDUPE_TABLE=TABLE), secrets_=[]).dispatcher
-        for name in ("a", "b")
-    )
-    body = b'{"ref": "refs/heads/main"}'
-    assert not (await first.dispatch(push("gh-1", body))).duplicate
-    assert (await second.dispatch(push("gh-2", body))).duplicate
-    key = "sha256:" + hashlib.sha256(body).hexdigest()
+    first, second = (dispatcher_for(tmp_path / name, fake_github[1], HOOKBOT_DEDUPE_TABLE=TABLE) for name in "ab")
+    assert not (await first.dispatch(issue("gh-1"))).duplicate
+    assert (await second.dispatch(issue("gh-2"))).duplicate
+    key = "sha256:" + hashlib.sha256(ISSUE_OPENED).hexdigest()
     item = boto3.client("dynamodb").get_item(TableName=TABLE, Key={"delivery_id": {"S": key}})["Item"]
     assert item["state"]["S"] == "done"
 
