@@ -24,12 +24,21 @@ current_delivery: contextvars.ContextVar[str | None] = contextvars.ContextVar("d
 
 REDACTED = "[redacted]"
 _SECRET_FIELDS = frozenset({"token", "secret", "private_key", "authorization", "password"})
-# Credentials by their shape: GitHub tokens, JWTs (App auth), "token x"/"Bearer x" headers, AWS key ids.
-_SECRET_PATTERN = re.compile(
-    r"gh[pousr]_[A-Za-z0-9]{16,}|github_pat_[A-Za-z0-9_]{16,}"
-    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
-    r"|(?i:\b(?:token|bearer)\s+)[A-Za-z0-9_.=-]{16,}"
+# Credentials GitHub and AWS issue, by their shape. GitHub's tokens (ghp_, gho_, ghu_, ghs_, ghr_) were 36 base62
+# characters after the prefix; since 2026 an installation token (ghs_) is a JWT of about 520 characters, three
+# base64url parts joined by dots, so the dotted parts belong to the token too. github_pat_ is a fine-grained token;
+# AKIA/ASIA an AWS access key id; a PEM private key block is taken whole (to the end of the text if cut short).
+CREDENTIAL_PATTERN = re.compile(
+    r"gh[pousr]_[A-Za-z0-9_-]{16,}(?:\.[A-Za-z0-9_-]+)*|github_pat_[A-Za-z0-9_]{16,}"
     r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+    r"|-----BEGIN[A-Z ]* PRIVATE KEY-----(?:.*?-----END[A-Z ]* PRIVATE KEY-----|.*)",
+    re.DOTALL,
+)
+# What log lines redact besides: JWTs (App auth) and "token x"/"Bearer x" headers.
+_SECRET_PATTERN = re.compile(
+    CREDENTIAL_PATTERN.pattern + r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
+    r"|(?i:\b(?:token|bearer)\s+)[A-Za-z0-9_.=-]{16,}",
+    re.DOTALL,
 )
 _known_secrets: set[str] = set()
 

@@ -42,9 +42,12 @@ from bot.config import ConfigError
 from bot.context import ActionLog, StepMarks
 from bot.delivery import WILDCARD, Delivery, Source, action_of, describe, matches, repository_of
 from bot.github import UntrustedURLError
+from bot.logs import CREDENTIAL_PATTERN, REDACTED, register_secret
 from bot.repo_config import RepoSetting, RepositorySettings, SettingError
 
 __all__ = [
+    "CREDENTIAL_PATTERN",
+    "REDACTED",
     "WILDCARD",
     "ActionLog",
     "AwsClients",
@@ -64,6 +67,7 @@ __all__ = [
     "hidden_marker",
     "is_about_issue",
     "issue_path",
+    "register_secret",
     "repository_path",
 ]
 

@@ -17,6 +17,7 @@ import io
 import itertools
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,8 @@ class FakeGitHub:
     comments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     responses: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     tokens_issued: int = 0
+    # The n-th installation token GitHub issues (a test may switch to 2026's JWT-shaped ones).
+    installation_token: Callable[[int], str] = lambda n: f"ghs_installation_{n}"
     # Deployments: id -> the created deployment, with the statuses set on it under "statuses".
     deployments: dict[int, dict[str, Any]] = field(default_factory=dict)
     # Repository permission per user login ("admin", "maintain", "write", "triage", "read"); others: "read".
@@ -142,7 +145,7 @@ class FakeGitHub:
         if request.method == "POST" and request.path.startswith("/app/installations/"):
             self.tokens_issued += 1
             return web.json_response(
-                {"token": f"ghs_installation_{self.tokens_issued}", "expires_at": "2099-01-01T00:00:00Z"},
+                {"token": self.installation_token(self.tokens_issued), "expires_at": "2099-01-01T00:00:00Z"},
                 status=201,
             )
         repo_route = REPO_ROUTE.match(request.path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -52,3 +54,19 @@ def make_settings(tmp_path: Path, config: str = "", **env: Any) -> Settings:
     environment = {"HOOKBOT_STATE_DIR": str(tmp_path / "state"), "GITHUB_WEBHOOK_SECRET": SECRET}
     environment.update({key: str(value) for key, value in env.items()})
     return load_settings(environment, path)
+
+
+def installation_token_2026(n: int = 1) -> str:
+    """An installation token in the format GitHub moved to in 2026: ``ghs_`` and a signed JWT (three base64url
+    parts joined by dots), about 520 characters in all. Deterministic, so a test can look for any part of it."""
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = part(b'{"alg":"RS256","typ":"JWT"}')
+    claims = part(
+        b'{"iss":"github.com","sub":"installation:%d","aud":"api.github.com","iat":1790000000,"exp":1790003600}' % n
+    )
+    # an RS256 signature is 256 bytes
+    signature = part(b"".join(hashlib.sha512(b"%d-%d" % (n, i)).digest() for i in range(4)))
+    return f"ghs_{header}.{claims}.{signature}"

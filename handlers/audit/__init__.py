@@ -1,7 +1,8 @@
 """Keep a redacted record of every delivery, so an operator can answer "what did GitHub send us, and when".
 
 The seed's SNS-triggered loggers "retain a full or partial copy of messages; watch for and elide sensitive
-information": here the partial copy is the payload with the configured paths replaced by ``[redacted]``, written
+information": here the partial copy is the payload with the configured paths replaced by ``[redacted]`` (keys in
+any case) and, in every string value, whatever looks like a GitHub or AWS credential or an e-mail address, written
 to DynamoDB (with a TTL), to S3 (one object per delivery) or to local JSON-lines files. The record is written
 whatever the other plugins do with the delivery, and in dry-run too: it is hookbot's own log, not an action on
 GitHub. boto3 and file writes run in a thread, so a slow store never holds up the event loop.

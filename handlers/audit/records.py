@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
+import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -19,7 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from bot.aws import AwsClients
-from bot.plugin import WILDCARD, Context, Event, GitHubAPI
+from bot.plugin import CREDENTIAL_PATTERN, WILDCARD, Context, Event, GitHubAPI
 
 REDACTED = "[redacted]"
 DEFAULT_TTL_DAYS = 90
@@ -27,6 +28,8 @@ DYNAMODB_KEY = "delivery_id"
 DYNAMODB_PAYLOAD_LIMIT = 350_000  # bytes; a DynamoDB item is at most 400 KB, GitHub payloads up to 25 MB
 
 Kind = Literal["dynamodb", "s3", "file"]
+# An e-mail address anywhere in a string (a commit message, a body), but not the `git@host:` of an SSH clone URL.
+EMAIL = r"(?<![\w.%+-])(?!git@)[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class AuditConfig:
     redact: tuple[Pattern, ...] = ()
     events: tuple[str, ...] = (WILDCARD,)
     ttl_days: int = DEFAULT_TTL_DAYS
+    redact_values: bool = True  # e-mail addresses in any string value too (credentials are always scanned)
 
 
 def parse_destination(text: str) -> Destination:
@@ -63,15 +67,42 @@ def parse_destination(text: str) -> Destination:
 
 
 def parse_pattern(text: str) -> Pattern:
-    """``**.email`` -> ("**", "email"): ``**`` is any number of keys, ``*`` and ``?`` match within one key."""
-    parts = tuple(text.split("."))
+    """``**.email`` -> ("**", "email"): ``**`` is any number of keys, ``*`` and ``?`` match within one key.
+
+    Keys match whatever their case (``email`` hides ``Email`` and ``EMAIL``), so kept in lower case."""
+    parts = tuple(text.lower().split("."))
     if not text or any(not part for part in parts):
         raise ValueError(f"redact path {text!r} has an empty part; write keys joined by dots, e.g. sender.*_url")
     return parts
 
 
+# Text every credential the scanner looks for contains: most strings (URLs, names, ids) hold none, so the
+# regular expression runs only over the few that might match (a plain substring test is far cheaper).
+CREDENTIAL_MARKERS = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA", "PRIVATE KEY")
+
+
+@dataclass(frozen=True, slots=True)
+class ValueScanner:
+    """Replaces, inside one string, what no audit record should keep: the credentials GitHub and AWS issue
+    (bot.logs.CREDENTIAL_PATTERN, the same shapes log lines hide) and, with ``emails``, e-mail addresses."""
+
+    pattern: re.Pattern[str]
+    markers: tuple[str, ...]
+
+    def __call__(self, text: str) -> str:
+        if not any(marker in text for marker in self.markers):
+            return text
+        return self.pattern.sub(REDACTED, text)
+
+
+@functools.lru_cache(maxsize=2)
+def value_scanner(emails: bool) -> ValueScanner:
+    pattern = re.compile(CREDENTIAL_PATTERN.pattern + (f"|{EMAIL}" if emails else ""), re.DOTALL)
+    return ValueScanner(pattern, CREDENTIAL_MARKERS + (("@",) if emails else ()))
+
+
 def configure(section: Mapping[str, Any]) -> AuditConfig | None:
-    known = {"destination", "redact", "events", "ttl_days"}
+    known = {"destination", "redact", "redact_values", "events", "ttl_days"}
     if unknown := sorted(set(section) - known):
         raise ValueError(f"unknown key(s) {', '.join(unknown)}; [audit] takes {', '.join(sorted(known))}")
     destination = section.get("destination")
@@ -80,11 +111,15 @@ def configure(section: Mapping[str, Any]) -> AuditConfig | None:
     ttl_days = section.get("ttl_days", DEFAULT_TTL_DAYS)
     if isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days <= 0:
         raise ValueError(f"ttl_days must be a positive whole number, not {ttl_days!r}")
+    redact_values = section.get("redact_values", True)
+    if not isinstance(redact_values, bool):
+        raise ValueError(f"redact_values must be true or false, not {redact_values!r}")
     config = AuditConfig(
         destination=parse_destination(destination) if destination else None,
         redact=tuple(parse_pattern(text) for text in _strings(section.get("redact", []), "redact")),
         events=_strings(section.get("events", [WILDCARD]), "events"),
         ttl_days=ttl_days,
+        redact_values=redact_values,
     )
     # Checked in full first, so a typo is reported even before a destination is set.
     return config if config.destination is not None else None
@@ -99,18 +134,21 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
 State = tuple[Pattern, int]  # a pattern and how many of its parts the keys so far have matched
 
 
-def redact(value: Any, patterns: Iterable[Pattern]) -> Any:
-    """A copy of ``value`` with every key path matching a pattern replaced by ``[redacted]``.
+def redact(value: Any, patterns: Iterable[Pattern], scanner: ValueScanner | None = None) -> Any:
+    """A copy of ``value`` with every key path matching a pattern replaced by ``[redacted]``, and every match of
+    ``scanner`` inside a string value (a token or an address in a commit message) replaced by ``[redacted]``.
 
     The patterns are walked together as a small automaton over the key path, so the cost is one pass over the
-    payload whatever their number; subtrees no pattern can reach are shared, not copied. List items are keyed by
-    their index (``commits.*.author.email``).
+    payload whatever their number; without a scanner, subtrees no pattern can reach are shared, not copied. List
+    items are keyed by their index (``commits.*.author.email``).
     """
-    return _walk(value, frozenset((pattern, 0) for pattern in patterns))
+    return _walk(value, frozenset((pattern, 0) for pattern in patterns), scanner)
 
 
-def _walk(value: Any, states: frozenset[State]) -> Any:
-    if not states:
+def _walk(value: Any, states: frozenset[State], scanner: ValueScanner | None) -> Any:
+    if isinstance(value, str):
+        return scanner(value) if scanner is not None else value
+    if not states and scanner is None:
         return value
     if isinstance(value, Mapping):
         items: Iterable[tuple[Any, Any]] = value.items()
@@ -120,8 +158,8 @@ def _walk(value: Any, states: frozenset[State]) -> Any:
         return value
     out = {}
     for key, child in items:
-        following, hit = _step(states, str(key))
-        out[key] = REDACTED if hit else _walk(child, following)
+        following, hit = _step(states, str(key).lower()) if states else (states, False)
+        out[key] = REDACTED if hit else _walk(child, following, scanner)
     return out if isinstance(value, Mapping) else list(out.values())
 
 
@@ -171,7 +209,7 @@ def build_record(delivery: Event, config: AuditConfig) -> dict[str, Any]:
         "received_at": _iso(delivery.received_at),
         "source": delivery.source,
         "expires_at": int(delivery.received_at + config.ttl_days * 86400),
-        "payload": redact(delivery.data, config.redact),
+        "payload": redact(delivery.data, config.redact, value_scanner(config.redact_values)),
     }
 
 

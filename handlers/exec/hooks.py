@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from bot.logs import REDACTED, register_secret
 from bot.plugin import (
+    REDACTED,
     Context,
     Event,
     GitHubAPI,
@@ -31,6 +31,7 @@ from bot.plugin import (
     hidden_marker,
     is_about_issue,
     issue_path,
+    register_secret,
 )
 
 DEFAULT_TIMEOUT = 60.0

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from handlers.lambda_deploy.config import CreateSpec
-from handlers.lambda_deploy.errors import DeployError
-from handlers.lambda_deploy.ordering import order_tags
+from handlers.lambda_deploy.errors import DeployError, Superseded
+from handlers.lambda_deploy.ordering import check_order, order_tags
 
 CONFLICT_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between retries while another update runs
 
@@ -146,63 +146,174 @@ def _wait(lam: Any, waiter: str, function: str) -> None:
         raise DeployError(f"update of {function} failed: {reason}") from None
 
 
-def _create(lam: Any, target: Target, code: Mapping[str, Any], description: str, tags: Mapping[str, str]) -> None:
+class RevisionMoved(Exception):
+    """The function (or its alias) changed since this deployment read it: another deployment, perhaps in another
+    replica, is at work on it. The deployment re-reads the function and re-checks the order before going on."""
+
+
+MAX_CLAIMS = 5  # re-reads after the revision moved, before giving up (each means another deployment got in)
+
+
+def _revision(revision: str | None) -> dict[str, str]:
+    """Lambda's optimistic concurrency: a call with ``RevisionId`` fails (PreconditionFailedException) when the
+    function or alias has changed since that revision was read. Omitted when the read gave none."""
+    return {"RevisionId": revision} if revision else {}
+
+
+def _guarded(call: Callable[..., Any], **params: Any) -> Any:
+    """``call`` with conflicts waited out, and a moved revision reported as RevisionMoved."""
+    try:
+        return retry_conflicts(call, **params)
+    except Exception as exc:
+        if _error_code(exc) == "PreconditionFailedException":
+            raise RevisionMoved(str(exc)) from None
+        raise
+
+
+def _claim(lam: Any, target: Target) -> tuple[str | None, bool]:
+    """Read the function, refuse when it already runs (or is getting) newer code, and record this deployment's
+    order in its tags before changing anything: (the revision read, whether the function exists).
+
+    The order goes into the tags first so that a deployment running at the same time in another replica sees it
+    when its own revision check fails and it re-reads the function: the older of the two then stops.
+    """
+    try:
+        found = lam.get_function(FunctionName=target.function)
+    except Exception as exc:
+        if _error_code(exc) == "ResourceNotFoundException":
+            return None, False
+        raise
+    check_order(found.get("Tags"), target.function, target.order)
+    configuration = found["Configuration"]
+    lam.tag_resource(Resource=configuration["FunctionArn"], Tags=order_tags(target.order, target.source))
+    revision = configuration.get("RevisionId")
+    return (str(revision) if revision else None), True
+
+
+def _settled(lam: Any, function: str, code_sha256: str) -> tuple[str | None, str]:
+    """Wait for an update to finish, then (revision, function ARN); RevisionMoved when the code is no longer ours
+    (another deployment replaced it in between)."""
+    _wait(lam, "function_updated_v2", function)
+    configuration = lam.get_function_configuration(FunctionName=function)
+    if configuration["CodeSha256"] != code_sha256:
+        raise RevisionMoved(f"the code of {function} was replaced while deploying")
+    revision = configuration.get("RevisionId")
+    return (str(revision) if revision else None), str(configuration["FunctionArn"])
+
+
+def _create(lam: Any, target: Target, code: Mapping[str, Any], description: str) -> str:
+    """Create the function with this deployment's order in its tags; its CodeSha256."""
     if target.create is None:
         raise DeployError(f"function {target.function} does not exist and no `create` is configured")
     spec = target.create
-    retry_conflicts(
-        lam.create_function,
-        FunctionName=target.function,
-        Role=spec.role,
-        Handler=spec.handler,
-        Runtime=spec.runtime,
-        MemorySize=spec.memory,
-        Timeout=spec.timeout,
-        Code=dict(code),
-        Description=description,
-        Tags=dict(tags),
-    )
+    try:
+        created = lam.create_function(
+            FunctionName=target.function,
+            Role=spec.role,
+            Handler=spec.handler,
+            Runtime=spec.runtime,
+            MemorySize=spec.memory,
+            Timeout=spec.timeout,
+            Code=dict(code),
+            Description=description,
+            Tags=order_tags(target.order, target.source),
+        )
+    except Exception as exc:
+        if _error_code(exc) == "ResourceConflictException":  # created meanwhile by another deployment
+            raise RevisionMoved(f"{target.function} was created meanwhile") from None
+        raise
     _wait(lam, "function_active_v2", target.function)
+    return str(created["CodeSha256"])
 
 
-def _update(lam: Any, target: Target, code: Mapping[str, Any], description: str) -> None:
-    retry_conflicts(lam.update_function_code, FunctionName=target.function, **code)
-    _wait(lam, "function_updated_v2", target.function)
-    retry_conflicts(lam.update_function_configuration, FunctionName=target.function, Description=description)
-    _wait(lam, "function_updated_v2", target.function)
+def _update(lam: Any, target: Target, code: Mapping[str, Any], description: str, revision: str | None) -> str:
+    """Update the code, then the Description, each only if nothing changed the function since it was read; the
+    new CodeSha256."""
+    updated = _guarded(lam.update_function_code, FunctionName=target.function, **code, **_revision(revision))
+    code_sha256 = str(updated["CodeSha256"])
+    revision, _ = _settled(lam, target.function, code_sha256)
+    _guarded(
+        lam.update_function_configuration,
+        FunctionName=target.function,
+        Description=description,
+        **_revision(revision),
+    )
+    return code_sha256
 
 
-def apply_to_lambda(lam: Any, target: Target, artifact: Artifact, exists: bool) -> Deployed:
-    """Create or update the code, stamp the Description, publish a version, move the alias, record the order."""
+def _move_alias(lam: Any, target: Target, alias: str, version: str) -> None:
+    """Point the alias at ``version``, only if nothing newer was recorded meanwhile and the alias has not moved
+    since it was read (its own RevisionId)."""
+    try:
+        current = lam.get_alias(FunctionName=target.function, Name=alias)
+    except Exception as exc:
+        if _error_code(exc) != "ResourceNotFoundException":
+            raise
+        current = None
+    check_order(function_tags(lam, target.function), target.function, target.order)
+    if current is None:
+        try:
+            lam.create_alias(FunctionName=target.function, Name=alias, FunctionVersion=version)
+        except Exception as exc:
+            if _error_code(exc) == "ResourceConflictException":  # created meanwhile by another deployment
+                raise RevisionMoved(f"alias {alias} of {target.function} was created meanwhile") from None
+            raise
+        return
+    _guarded(
+        lam.update_alias,
+        FunctionName=target.function,
+        Name=alias,
+        FunctionVersion=version,
+        **_revision(current.get("RevisionId")),
+    )
+
+
+def _deploy_once(lam: Any, target: Target, code: Mapping[str, Any], description: str) -> Deployed:
+    revision, exists = _claim(lam, target)
+    if exists:
+        code_sha256 = _update(lam, target, code, description, revision)
+    else:
+        code_sha256 = _create(lam, target, code, description)
+    revision, function_arn = _settled(lam, target.function, code_sha256)
+    published = _guarded(
+        lam.publish_version,
+        FunctionName=target.function,
+        CodeSha256=code_sha256,
+        Description=description,
+        **_revision(revision),
+    )
+    version = str(published["Version"])
+    if target.alias:
+        _move_alias(lam, target, target.alias, version)
+    return Deployed(function_arn, version, target.alias)
+
+
+def apply_to_lambda(lam: Any, target: Target, artifact: Artifact) -> Deployed:
+    """Create or update the code, stamp the Description, publish a version, move the alias.
+
+    Several replicas may deploy one function at the same moment. Each step that changes it (UpdateFunctionCode,
+    UpdateFunctionConfiguration, PublishVersion, UpdateAlias) passes the RevisionId it last read, so it fails
+    when another deployment changed the function in between; the deployment then re-reads the function and
+    re-checks the order tags (the other one recorded its order there before changing anything): the older
+    deployment stops (Superseded), the newer goes through again from the start. So the newest push wins.
+    """
     code: dict[str, Any] = {"S3Bucket": artifact.bucket, "S3Key": artifact.key} | (
         {"S3ObjectVersion": artifact.version} if artifact.version else {}
     )
     description = target.description[:256]
-    tags = order_tags(target.order, target.source)
     try:
-        if exists:
-            _update(lam, target, code, description)
-        else:
-            _create(lam, target, code, description, tags)
-        latest = lam.get_function_configuration(FunctionName=target.function)
-        published = retry_conflicts(
-            lam.publish_version,
-            FunctionName=target.function,
-            CodeSha256=latest["CodeSha256"],
-            Description=description,
-        )
-        version = str(published["Version"])
-        function_arn = str(latest["FunctionArn"])
-        if target.alias:
-            point_alias(lam, target.function, target.alias, version)
-        lam.tag_resource(Resource=function_arn, Tags=tags)
-    except DeployError:
+        for _ in range(MAX_CLAIMS):
+            try:
+                return _deploy_once(lam, target, code, description)
+            except RevisionMoved:
+                continue
+    except (DeployError, Superseded):
         raise
     except Exception as exc:
         if _error_code(exc) in ("AccessDeniedException", "AccessDenied"):
             raise DeployError(f"access denied while deploying {target.function}: {_reason(exc)}") from None
         raise DeployError(f"update of {target.function} failed: {_reason(exc)}") from None
-    return Deployed(function_arn, version, target.alias)
+    raise DeployError(f"{target.function} kept changing under other deployments; gave up after {MAX_CLAIMS} tries")
 
 
 def point_alias(lam: Any, function: str, alias: str, version: str) -> None:

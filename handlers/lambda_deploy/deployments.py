@@ -65,7 +65,7 @@ async def deploy(
         tags = await asyncio.to_thread(function_tags, lam, target.function)
         check_order(tags, target.function, target.order)
         artifact = await resolve()
-        deployed = await asyncio.to_thread(apply_to_lambda, lam, target, artifact, tags is not None)
+        deployed = await asyncio.to_thread(apply_to_lambda, lam, target, artifact)
         ctx.actions.record(
             f"lambda {target.function}: deployed {artifact} as version {deployed.version}"
             + (f", alias {deployed.alias}" if deployed.alias else "")
