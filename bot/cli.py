@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import stat
 import sys
 import time
 import uuid
@@ -90,10 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PRIVATE_UMASK = 0o077
+
+
+def keep_files_private() -> None:
+    """Everything hookbot writes from here on is for its own user only: state dir 0700, files 0600.
+
+    The state dir holds the webhook secret and the journal, whose rows are raw delivery bodies (private
+    repositories' issues and code); the umask covers files made later too, by SQLite (the WAL) and by plugins.
+    """
+    os.umask(PRIVATE_UMASK)
+
+
 def check_state_dir(state_dir: Path) -> None:
-    """Fail at start, with one clear line, when the journal cannot be kept (rather than on the first delivery)."""
+    """Fail at start, with one clear line, when the journal cannot be kept (rather than on the first delivery).
+
+    A state dir (and its files) made by an older hookbot, or by hand, with access for others is made private.
+    """
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private(state_dir, 0o700)
+        for path in state_dir.iterdir():
+            if path.is_file() and not path.is_symlink():
+                make_private(path, 0o600)
         probe = state_dir / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -101,6 +121,22 @@ def check_state_dir(state_dir: Path) -> None:
         raise ConfigError(
             f"state dir {state_dir} is not writable ({exc.strerror}); set HOOKBOT_STATE_DIR to a writable directory"
         ) from None
+
+
+def make_private(path: Path, mode: int) -> None:
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & PRIVATE_UMASK:
+        path.chmod(mode)
+        log.info("made %s private (mode %o, was %o)", path, mode, current)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped (``\\x1b``), safe to print to a terminal.
+
+    Delivery ids, event names and errors in the journal came from headers no signature covers or from handlers.
+    exceptions: printed raw, an escape sequence in one could clear or rewrite the operator's screen.
+    """
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
 def deliveries(settings: Settings, args: argparse.Namespace) -> int:
@@ -116,15 +152,16 @@ def deliveries(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         queued = requeue(path, args.ids, all_failed=args.all_failed)
         for key in queued:
-            print(f"queued {key}")
+            print(f"queued {printable(key)}")
         for key in sorted(set(args.ids) - set(queued)):
-            print(f"not queued {key}: no failed delivery with this id", file=sys.stderr)
+            print(f"not queued {printable(key)}: no failed delivery with this id", file=sys.stderr)
         print(f"{len(queued)} queued again; a running `hookbot serve` picks them up within seconds")
         return 0 if queued or args.all_failed else 1
     for row in recent_deliveries(path, failed_only=args.failed, limit=args.limit):
         received = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row.received_at))
-        line = f"{received}  {row.delivery_id}  {row.event:<14} {row.state:<8} attempts={row.attempts}"
-        print(f"{line}  {row.error}" if row.error else line)
+        delivery_id, event = printable(row.delivery_id), printable(row.event)
+        line = f"{received}  {delivery_id}  {event:<14} {row.state:<8} attempts={row.attempts}"
+        print(f"{line}  {printable(row.error)}" if row.error else line)
     return 0
 
 
@@ -182,6 +219,7 @@ def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: 
     from bot.server import create_app, create_metrics_app
     from bot.server_limits import AcceptErrorLog, connection_cap, raise_open_files_limit, run_until_signalled, serve_app
 
+    keep_files_private()
     open_files = raise_open_files_limit()
 
     secrets = webhook_secrets(settings)

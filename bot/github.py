@@ -29,7 +29,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +56,7 @@ BACKOFF_BASE_SECONDS = 0.5
 WAIT_BUDGET_SECONDS = 60.0  # what one delivery's client may spend waiting on GitHub before failing the handler
 SECONDARY_LIMIT_WAIT = 60.0  # GitHub: without Retry-After, wait at least a minute after a secondary limit
 JSON = "application/json"
+ACCEPT = sansio.accept_format()  # gidgethub's default Accept header
 SUCCESS_STATUSES = frozenset({200, 201, 202, 204})  # what gidgethub answers with data rather than an exception
 
 
@@ -205,6 +206,7 @@ class HookbotGitHubAPI(gh_abc.GitHubAPI):
         **kwargs: Any,
     ) -> None:
         super().__init__(USER_AGENT, **kwargs)
+        self._caching = kwargs.get("cache") is not None  # gidgethub's ETag cache: then gidgethub builds every call
         self._transport = transport
         self.actions = actions
         self._allowed_origin, self._allowed_prefix = _trusted(self.base_url)
@@ -238,40 +240,157 @@ class HookbotGitHubAPI(gh_abc.GitHubAPI):
             return False
         return await self._pause(wait, f"{int(exception.status_code)} rate limit on {method} {urlsplit(url).path}")
 
-    async def _make_request(
+    # gidgethub's public request methods, each with a fast path for the plain calls handlers make.
+    #
+    # gidgethub expands every URL as a URI template (through ``urljoin`` and ``uritemplate``), parses every
+    # answer's content type with the ``email`` package and encodes JSON with the standard library: about 20 us per
+    # call, which was a fifth of a greeted delivery's CPU (BENCHMARKS.md). A plain call (an API path or URL without
+    # template variables, no JWT, no extra headers, token or no auth) is built with string operations and orjson
+    # and still goes through gidgethub's documented hooks: ``manage_rate_limit``, ``_request`` (retries, origin
+    # pinning, the action log) and ``handle_rate_limit_error``. Any other call goes to gidgethub unchanged. Only
+    # these methods' public signatures are relied on, never gidgethub's private request path.
+
+    async def getitem(
         self,
-        method: str,
         url: str,
-        url_vars: Mapping[str, Any] | None,
-        data: Any,
-        accept: str,
+        url_vars: Mapping[str, Any] | None = None,
+        *,
+        accept: str = ACCEPT,
         jwt: str | None = None,
         oauth_token: str | None = None,
-        content_type: str = JSON,
         extra_headers: dict[str, str] | None = None,
-    ) -> tuple[Any, str | None, int]:
-        """gidgethub's request path without its generic costs, for the plain calls handlers make.
-
-        gidgethub expands every URL as a URI template (through ``urljoin`` and ``uritemplate``), parses every
-        answer's content type with the ``email`` package and encodes JSON with the standard library: about 10 us
-        per call, a third of the greeter's work per delivery (see BENCHMARKS.md). A plain call (an API path or
-        URL without template variables, a JSON body or none, token or no auth, no cache) is built here with
-        string operations and orjson; it then runs gidgethub's own loop of hooks: ``manage_rate_limit``,
-        ``_request``, ``handle_rate_limit_error``. Any other call goes to gidgethub unchanged.
-        """
-        if (
-            url_vars
-            or "{" in url
-            or "/." in url
-            or jwt is not None
-            or extra_headers
-            or content_type != JSON
-            or self._cache is not None
-            or (oauth_token is None and self.app_id is not None)
-        ):
-            return await super()._make_request(
-                method, url, url_vars, data, accept, jwt, oauth_token, content_type, extra_headers
+    ) -> Any:
+        if not self._is_plain(url, url_vars, jwt, extra_headers):
+            return await super().getitem(
+                url, url_vars, accept=accept, jwt=jwt, oauth_token=oauth_token, extra_headers=extra_headers
             )
+        data, _ = await self._plain_request("GET", url, b"", accept, oauth_token)
+        return data
+
+    async def getiter(
+        self,
+        url: str,
+        url_vars: Mapping[str, Any] | None = None,
+        *,
+        accept: str = ACCEPT,
+        jwt: str | None = None,
+        oauth_token: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+        iterable_key: str | None = gh_abc.ITERABLE_KEY,
+    ) -> AsyncGenerator[Any, None]:
+        if not self._is_plain(url, url_vars, jwt, extra_headers):
+            pages = super().getiter(
+                url,
+                url_vars,
+                accept=accept,
+                jwt=jwt,
+                oauth_token=oauth_token,
+                extra_headers=extra_headers,
+                iterable_key=iterable_key,
+            )
+            async for item in pages:
+                yield item
+            return
+        next_url: str | None = url
+        while next_url:
+            data, next_url = await self._plain_request("GET", next_url, b"", accept, oauth_token)
+            if isinstance(data, dict) and iterable_key in data:
+                data = data[iterable_key]
+            for item in data:
+                yield item
+
+    async def post(
+        self,
+        url: str,
+        url_vars: Mapping[str, Any] | None = None,
+        *,
+        data: Any,
+        accept: str = ACCEPT,
+        jwt: str | None = None,
+        oauth_token: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+        content_type: str = JSON,
+    ) -> Any:
+        if content_type != JSON or not self._is_plain(url, url_vars, jwt, extra_headers):
+            return await super().post(
+                url,
+                url_vars,
+                data=data,
+                accept=accept,
+                jwt=jwt,
+                oauth_token=oauth_token,
+                extra_headers=extra_headers,
+                content_type=content_type,
+            )
+        answer, _ = await self._plain_request("POST", url, data, accept, oauth_token)
+        return answer
+
+    async def patch(
+        self,
+        url: str,
+        url_vars: Mapping[str, Any] | None = None,
+        *,
+        data: Any,
+        accept: str = ACCEPT,
+        jwt: str | None = None,
+        oauth_token: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Any:
+        if not self._is_plain(url, url_vars, jwt, extra_headers):
+            return await super().patch(
+                url, url_vars, data=data, accept=accept, jwt=jwt, oauth_token=oauth_token, extra_headers=extra_headers
+            )
+        answer, _ = await self._plain_request("PATCH", url, data, accept, oauth_token)
+        return answer
+
+    async def put(
+        self,
+        url: str,
+        url_vars: Mapping[str, Any] | None = None,
+        *,
+        data: Any = b"",
+        accept: str = ACCEPT,
+        jwt: str | None = None,
+        oauth_token: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Any:
+        if not self._is_plain(url, url_vars, jwt, extra_headers):
+            return await super().put(
+                url, url_vars, data=data, accept=accept, jwt=jwt, oauth_token=oauth_token, extra_headers=extra_headers
+            )
+        answer, _ = await self._plain_request("PUT", url, data, accept, oauth_token)
+        return answer
+
+    async def delete(
+        self,
+        url: str,
+        url_vars: Mapping[str, Any] | None = None,
+        *,
+        data: Any = b"",
+        accept: str = ACCEPT,
+        jwt: str | None = None,
+        oauth_token: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        if not self._is_plain(url, url_vars, jwt, extra_headers):
+            await super().delete(
+                url, url_vars, data=data, accept=accept, jwt=jwt, oauth_token=oauth_token, extra_headers=extra_headers
+            )
+            return
+        await self._plain_request("DELETE", url, data, accept, oauth_token)
+
+    def _is_plain(
+        self, url: str, url_vars: Mapping[str, Any] | None, jwt: str | None, extra_headers: dict[str, str] | None
+    ) -> bool:
+        """A call the fast path builds exactly as gidgethub would (else gidgethub builds it)."""
+        return not (
+            url_vars or "{" in url or "/." in url or jwt is not None or extra_headers or self._cache is not None
+        )
+
+    async def _plain_request(
+        self, method: str, url: str, data: Any, accept: str, oauth_token: str | None
+    ) -> tuple[Any, str | None]:
+        """(decoded answer, next page URL) of one plain call, through gidgethub's hooks and ``_request``."""
         full_url = url if url.startswith(("https://", "http://")) else f"{self._api_root}/{url.removeprefix('/')}"
         token = self.oauth_token if oauth_token is None else oauth_token
         headers = {"user-agent": self.requester, "accept": accept}
@@ -286,21 +405,15 @@ class HookbotGitHubAPI(gh_abc.GitHubAPI):
         attempt = 0
         while True:
             attempt += 1
-            if self.rate_limit is not None:
-                self.rate_limit.remaining -= 1
-            self.requests_in_flight += 1
-            try:
-                await self.manage_rate_limit(method=method, url=full_url)
-                status, response_headers, response_body = await self._request(method, full_url, headers, body)
-            finally:
-                self.requests_in_flight -= 1
+            await self.manage_rate_limit(method=method, url=full_url)
+            status, response_headers, response_body = await self._request(method, full_url, headers, body)
             try:
                 answer, self.rate_limit, more = decipher_response(status, response_headers, response_body)
             except HTTPException as exc:
                 if not await self.handle_rate_limit_error(method=method, url=full_url, exception=exc, attempt=attempt):
                     raise
                 continue
-            return answer, more, status
+            return answer, more
 
     async def get_conditional(self, path: str, etag: str | None = None) -> tuple[int, Mapping[str, str], Any]:
         """GET an API ``path`` with ``If-None-Match: etag``: (status, headers, JSON body) for a 200, 304 or 404.

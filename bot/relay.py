@@ -57,7 +57,16 @@ class Relay:
         try:
             response = await asyncio.to_thread(self._publish, text, message_attributes(delivery, signature))
         except Exception as exc:  # botocore's errors are many classes; any of them means "not published"
-            raise Refusal(502, f"publishing to {self.topic_arn} failed: {exc}") from None
+            # The detail (topic and account ARNs, IAM wording) stays in hookbot's own log: the answer ends up in
+            # GitHub's delivery log, which everyone with access to the webhook's settings can read.
+            log.error(
+                "publishing delivery %s to %s failed: %s",
+                delivery.delivery_id,
+                self.topic_arn,
+                exc,
+                extra={"fields": {"topic": self.topic_arn, "event": delivery.event}},
+            )
+            raise Refusal(502, "publishing the delivery failed; hookbot's log has the detail") from None
         message_id = str(response["MessageId"])
         log.info(
             "relayed delivery to SNS",

@@ -137,11 +137,13 @@ async def run_plugin_async(
     env: Mapping[str, str] | None = None,
     aws: AwsClients | None = None,
     name: str | None = None,
+    delivery_id: str | None = None,
 ) -> Done:
     """Run ``plugin``'s handlers for one delivery of ``event`` (inside a running event loop).
 
     ``payload`` is a dict or the path of a JSON file as GitHub sent it. ``config`` is the plugin's section;
-    ``name`` its config name (default: the module's last name). A plugin whose setup says it has nothing to do
+    ``name`` its config name (default: the module's last name); ``delivery_id`` the X-GitHub-Delivery (default:
+    a new one per run), for a plugin that writes it somewhere. A plugin whose setup says it has nothing to do
     under ``config`` is an error here, since the test expects it to run.
     """
     github = github or FakeGitHub()
@@ -151,7 +153,7 @@ async def run_plugin_async(
         raise ConfigError(f"plugin {name!r} has nothing to do under this config (its setup returned None)")
     data = payload if isinstance(payload, Mapping) else orjson.loads(Path(payload).read_bytes())  # noqa: ASYNC240 - a test's small fixture
     body = orjson.dumps(data)
-    delivery = Delivery(event, f"test-{uuid.uuid4()}", dict(data), body, "replay")
+    delivery = Delivery(event, delivery_id or f"test-{uuid.uuid4()}", dict(data), body, "replay")
     actions = ActionLog(dry_run=dry_run)
     ctx = Context(
         config=loaded.config,
@@ -180,6 +182,7 @@ def run_plugin(
     env: Mapping[str, str] | None = None,
     aws: AwsClients | None = None,
     name: str | None = None,
+    delivery_id: str | None = None,
 ) -> Done:
     """:func:`run_plugin_async` for a plain (not async) test."""
     return asyncio.run(
@@ -193,5 +196,6 @@ def run_plugin(
             env=env,
             aws=aws,
             name=name,
+            delivery_id=delivery_id,
         )
     )

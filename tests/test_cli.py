@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -142,6 +143,12 @@ def test_serve_generates_a_secret_once_and_accepts_deliveries_signed_with_it(
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 202
+        # the state dir holds the secret and raw bodies: private to hookbot's user, whatever the caller's umask
+        state_dir = tmp_path / "state"
+        assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+        files = {path.name: stat.S_IMODE(path.stat().st_mode) for path in state_dir.iterdir()}
+        assert "inbox.sqlite3" in files and "inbox.sqlite3-wal" in files
+        assert set(files.values()) == {0o600}, files
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=20)

@@ -17,14 +17,20 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+import handlers.exec as exec_plugin
 from bot.config import ConfigError, load_settings
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult
 from bot.runtime import Runtime
 from bot.server import create_app
+from bot.testing import FakeGitHub as FakeInProcessGitHub
+from bot.testing import run_plugin_async
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, github_headers
+from tests.helpers import FIXTURES, SECRET, fixture_bytes, github_headers
 from tests.test_server import wait_idle
+
+ISSUE = FIXTURES / "github/issues.opened.json"
+CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}  # the environment snapshot exec's setup gets
 
 # Writes what the hook received: stdin, the exact environment block, and its arguments (NUL-separated).
 RECORDER = """\
@@ -327,21 +333,21 @@ async def test_concurrency_is_bounded_across_hooks_and_deliveries(build: Build, 
     assert [failures(result) for result in results] == [[], [], []]
 
 
-async def test_comment_output_is_posted_once_with_a_marker(
-    build: Build, tmp_path: Path, fake_github: tuple[FakeGitHub, str]
-) -> None:
-    fake, _ = fake_github
+async def test_comment_output_is_posted_once_with_a_marker() -> None:
     text = "print('Lint passed for #' + __import__('json').load(__import__('sys').stdin)['issue']['title'])"
-    runtime = build(hook_toml([sys.executable, "-c", text], comment_output=True, name="lint"))
-    issue = delivery("issues.opened.json", "issues")
-    assert (await runtime.dispatcher.dispatch(issue)).ok
-    ((path, body),) = fake.posted_comments()
-    assert path == "/repos/Codertocat/Hello-World/issues/1/comments"
-    assert body == (
-        "Lint passed for #Spelling error in the README file\n\n"
-        f"<!-- hookbot:exec hook=lint delivery={issue.delivery_id} -->"
-    )
-    assert fake.calls("POST")[0].headers["Authorization"] == "token ghp_secret_token_value"
+    hook = {
+        "name": "lint",
+        "events": ["issues.opened"],
+        "command": [sys.executable, "-c", text],
+        "comment_output": True,
+    }
+    github = FakeInProcessGitHub()
+    for _ in range(2):  # a retry finds the first attempt's comment by its marker
+        await run_plugin_async(
+            exec_plugin, ISSUE, event="issues", config={"hooks": [hook]}, env=CHILD_ENV, github=github, delivery_id="d1"
+        )
+    body = "Lint passed for #Spelling error in the README file\n\n<!-- hookbot:exec hook=lint delivery=d1 -->"
+    assert github.writes == [("POST", "/repos/Codertocat/Hello-World/issues/1/comments", {"body": body})]
 
 
 async def test_a_slow_hook_does_not_hold_up_the_receiver(
@@ -393,13 +399,11 @@ def test_literal_braces_and_json_values() -> None:
     assert argv == ["{x}", "1", "true", "", "a", '[{"id":"a"}]']
 
 
-async def test_dry_run_records_the_command_without_running_it(
-    build: Build, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HOOKBOT_DRY_RUN", "1")
-    runtime = build(hook_toml([sys.executable, "-c", "raise SystemExit(1)", "{issue.title}"]))
-    result = await runtime.dispatcher.dispatch(delivery("issues.opened.json", "issues"))
-    assert result.ok
-    assert result.actions == [
+async def test_dry_run_records_the_command_without_running_it() -> None:
+    hook = {"events": ["issues.opened"], "command": [sys.executable, "-c", "raise SystemExit(1)", "{issue.title}"]}
+    done = await run_plugin_async(
+        exec_plugin, ISSUE, event="issues", config={"hooks": [hook]}, env=CHILD_ENV, dry_run=True
+    )
+    assert done.actions == [
         f"[dry-run] run hook hook-1: {sys.executable} -c 'raise SystemExit(1)' 'Spelling error in the README file'"
     ]

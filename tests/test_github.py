@@ -316,3 +316,32 @@ def test_rate_limit_classification() -> None:
     limit = RateLimit(limit=5000, remaining=0, reset_epoch=now + 60)
     assert not is_permanent(RateLimitExceeded(limit))
     assert not is_permanent(ConnectionResetError())
+
+
+def test_the_client_overrides_only_gidgethubs_public_methods_and_documented_hooks() -> None:
+    """No private gidgethub internals (``_make_request`` was overridden once, pinning a private request path)."""
+    from gidgethub import abc as gh_abc
+
+    from bot.github import DryRunGitHubAPI, HookbotGitHubAPI
+
+    documented = {"_request", "sleep", "manage_rate_limit", "handle_rate_limit_error"}
+    for client in (HookbotGitHubAPI, DryRunGitHubAPI):
+        methods = {name for name, value in vars(client).items() if callable(value) and not name.startswith("__")}
+        overridden = {name for name in methods if hasattr(gh_abc.GitHubAPI, name)}
+        assert {name for name in overridden if name.startswith("_")} <= documented, client
+
+
+async def test_templated_and_plain_calls_give_the_same_requests() -> None:
+    """The fast path builds a plain call exactly as gidgethub builds a templated one."""
+    from bot.testing import FakeGitHub
+
+    github = FakeGitHub()
+    gh = github.client(ActionLog())
+    await gh.post(
+        "/repos/{owner}/{repo}/issues/{number}/labels", {"owner": "o", "repo": "r", "number": 1}, data={"a": 1}
+    )
+    await gh.post("/repos/o/r/issues/1/labels", data={"a": 1})
+    assert [
+        item async for item in gh.getiter("/repos/{owner}/{repo}/issues/1/labels", {"owner": "o", "repo": "r"})
+    ] == [item async for item in gh.getiter("/repos/o/r/issues/1/labels")]
+    assert github.requests[0] == github.requests[1] == ("POST", "/repos/o/r/issues/1/labels", {"a": 1})

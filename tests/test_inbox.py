@@ -363,3 +363,20 @@ def test_a_converted_journal_open_elsewhere_is_left_uncompacted_but_works(tmp_pa
             assert conn.execute("PRAGMA page_size").fetchone() == (4096,)
     assert [(row.delivery_id, row.state) for row in recent_deliveries(path)] == [("v-1", "failed")]
     assert bodies_kept(tmp_path) == {"v-1"}
+
+
+def test_deliveries_command_escapes_control_characters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # delivery ids and event names come from headers no signature covers: printed raw, "\x1b[2J" clears the screen
+    conn = connect(journal_path(tmp_path / "state"))
+    conn.execute(
+        "INSERT INTO deliveries (delivery_id, event, source, received_at, state, attempts, updated_at, error)"
+        " VALUES (?, ?, 'github-http', 0, 'failed', 5, 0, ?)",
+        ("id-\x1b[2J-end", "issues\r", "handler: line one\nline two \x07 bell"),
+    )
+    conn.close()
+    config = tmp_path / "hookbot.toml"
+    config.write_text(f'[hookbot]\nstate_dir = "{tmp_path / "state"}"\n')
+    assert main(["--config", str(config), "deliveries"]) == 0
+    out = capsys.readouterr().out
+    assert "id-\\x1b[2J-end" in out and "issues\\r" in out and "line one\\nline two \\x07 bell" in out
+    assert not any(char in out.rstrip("\n") for char in "\x1b\r\x07\n")

@@ -22,11 +22,14 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
+import handlers.lambda_deploy as lambda_deploy
 from bot.config import ConfigError
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult
 from bot.runtime import Runtime
 from bot.s3_events import delivery_from_s3_record
+from bot.testing import FakeGitHub as InProcessGitHub
+from bot.testing import run_plugin
 from handlers.lambda_deploy.aws_steps import retry_conflicts
 from handlers.lambda_deploy.commands import parse_command
 from handlers.lambda_deploy.github import MARKER, repackage_zipball
@@ -367,6 +370,20 @@ async def test_rollback_by_a_reader_is_refused(aws: Aws, runtime: Runtime, fake:
     ((_, body),) = fake.posted_comments()
     assert body.startswith("Sorry @reader") and MARKER in body
     assert fake.calls("GET", f"/repos/{REPO}/collaborators/reader/permission")
+
+
+def test_a_deploy_command_from_a_reader_is_answered_without_deploying() -> None:
+    """The handler alone, through bot.testing: GitHub is asked for the role, never trusted from the payload."""
+    github = InProcessGitHub()
+    github.answer(
+        "GET", f"/repos/{REPO}/collaborators/reader/permission", {"permission": "read", "role_name": "triage"}
+    )
+    rule = {"repository": REPO, "branch": "master", "function": "app-fn", "artifact": "s3://artifacts/{sha}.zip"}
+    payload = comment_payload("/deploy rollback app-fn", "reader")
+    done = run_plugin(lambda_deploy, payload, event="issue_comment", config={"push": [rule]}, github=github)
+    [(method, path, data)] = done.writes
+    assert (method, path) == ("POST", f"/repos/{REPO}/issues/1/comments")
+    assert data["body"].startswith("Sorry @reader, `/deploy` needs write") and MARKER in data["body"]
 
 
 async def test_deploy_sha_command_and_ordinary_comments(aws: Aws, runtime: Runtime, fake: FakeGitHub) -> None:

@@ -1,12 +1,13 @@
 """Issue 12: two replicas deploying one function at the same moment; the newer push wins, the older ends inactive.
 
-Two Runtimes (each what one hookbot process builds: its own plugins, DeployQueue and boto3 clients) deploy to the
-same function on moto. moto 5.x keeps no RevisionId for functions and ignores the RevisionId parameter of
-UpdateFunctionCode, UpdateFunctionConfiguration, PublishVersion and UpdateAlias (its own docstring says so for
-UpdateAlias), so :class:`RevisionProxy`, a real HTTP server in front of moto, adds what Lambda does: it answers a
-RevisionId for the function and its aliases, changes it on each update, and refuses a call whose RevisionId is
-stale with 412 PreconditionFailedException. It can also hold one request until the test lets it go, which makes
-the race deterministic: one replica is stopped mid-deployment while the other runs through.
+Two Runtimes (each what one hookbot process builds: its own plugins, DeployQueue and boto3 clients), and then two
+real `hookbot serve` processes, deploy to the same function on moto. moto 5.x keeps no RevisionId for functions
+and ignores the RevisionId parameter of UpdateFunctionCode, UpdateFunctionConfiguration, PublishVersion and
+UpdateAlias (its own docstring says so for UpdateAlias), so :class:`RevisionProxy`, a real HTTP server in front
+of moto, adds what Lambda does: it answers a RevisionId for the function and its aliases, changes it on each
+update, and refuses a call whose RevisionId is stale with 412 PreconditionFailedException. It can also hold one
+request until the test lets it go, which makes the race deterministic: one replica is stopped mid-deployment
+while the other runs through.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from aiohttp.test_utils import TestServer
 from bot.dispatch import DispatchResult
 from bot.runtime import Runtime
 from tests.fake_github import FakeGitHub
-from tests.helpers import make_settings
+from tests.helpers import github_headers, make_settings
+from tests.processes import Server
 from tests.test_lambda_deploy import (
     CONFIG,
     PUSHED_AT,
@@ -210,3 +212,41 @@ async def test_an_older_push_arriving_while_the_newer_deploys_ends_inactive_at_o
     assert by_sha(fake) == {SHA_A: ["in_progress", "inactive"], SHA_B: ["in_progress", "success"]}
     versions = aws.lam.list_versions_by_function(FunctionName="app-fn")["Versions"]
     assert [v["Version"] for v in versions] == ["$LATEST", "1"]  # the older one published nothing
+
+
+async def test_two_hookbot_processes_racing_the_newer_push_wins(
+    proxy: RevisionProxy,
+    aws: Aws,
+    tmp_path: Path,
+    fake_github: tuple[FakeGitHub, str],
+    servers: list[Server],
+) -> None:
+    """The first race again, between two `hookbot serve` processes receiving the pushes over HTTP."""
+    fake, url = fake_github
+    bodies = {sha: aws.artifact(sha) for sha in (SHA_A, SHA_B)}
+    for name in ("replica-1", "replica-2"):
+        (tmp_path / name).mkdir()
+        servers.append(Server(tmp_path / name, url, CONFIG))
+    await asyncio.gather(*(server.start() for server in servers))
+    first, second = servers
+    stalled = proxy.hold("PUT", "/configuration")
+    assert await post_push(first, SHA_A, 0) == 202
+    await asyncio.wait_for(stalled.arrived.wait(), 60)
+    assert await post_push(second, SHA_B, 1) == 202
+    await second.wait_idle(timeout=60)
+    stalled.release.set()
+    await first.wait_idle(timeout=60)
+
+    assert proxy.refused == ["PUT /configuration"]
+    assert aws.config()["CodeSha256"] == code_sha256(bodies[SHA_B])
+    assert aws.version_description(aws.alias_version()) == f"deployed {SHA_B} from {REPO}@master"
+    assert by_sha(fake) == {SHA_A: ["in_progress", "inactive"], SHA_B: ["in_progress", "success"]}
+
+
+async def post_push(server: Server, sha: str, offset: int) -> int:
+    body = orjson.dumps(push_payload(sha, pushed_at=PUSHED_AT + offset))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{server.url}/webhook", data=body, headers=github_headers(body, "push")) as response,
+    ):
+        return response.status

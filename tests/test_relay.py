@@ -156,12 +156,21 @@ async def test_function_url_relay_and_also_handle(
     assert await asyncio.to_thread(chain.received) == []
 
 
-async def test_publish_failure_is_reported_to_github(
-    tmp_path: Path, chain: Chain, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
+async def test_publish_failure_is_a_generic_502_with_the_detail_in_the_log(
+    tmp_path: Path,
+    chain: Chain,
+    fake_github: tuple[FakeGitHub, str],
+    aiohttp_client: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     _, github_url = fake_github
     settings = relay_settings(tmp_path, chain, github_url)
     chain.sns.delete_topic(TopicArn=chain.topic_arn)
     client: TestClient = await aiohttp_client(create_app(Runtime.build(settings)))
     response = await client.post("/webhook", data=ISSUE_OPENED, headers=github_headers(ISSUE_OPENED, "issues"))
-    assert response.status == 502 and "publishing" in (await response.json())["error"]
+    answer = await response.text()
+    # GitHub shows the answer in its delivery log: no ARN, account id or botocore wording may reach it
+    assert response.status == 502 and "publishing the delivery failed" in answer
+    assert "arn:" not in answer and chain.topic_arn not in answer and "NotFound" not in answer
+    detail = [r.getMessage() for r in caplog.records if r.name == "hookbot.relay"]
+    assert any(chain.topic_arn in line and "NotFound" in line for line in detail)
