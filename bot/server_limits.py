@@ -367,8 +367,11 @@ async def serve_app(
     idle_timeout: float,
     metrics_app: web.Application | None = None,
     metrics_port: int | None = None,
+    on_listening: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve ``app`` (and ``metrics_app`` on ``metrics_port``) until SIGTERM/SIGINT, then shut down gracefully.
+
+    ``on_listening`` runs once every socket is bound, so "listening" is never said before a port clash.
 
     aiohttp's run_app, with the listener behind a ConnectionGuard. (The app itself turns aiohttp's automatic
     decompression off, so that no door inflates a body before it is authenticated.)
@@ -391,6 +394,7 @@ async def serve_app(
             runners.append(metrics_runner)
             await metrics_runner.setup()
             await web.TCPSite(metrics_runner, host, metrics_port).start()
+        on_listening()
         await asyncio.Event().wait()  # until a signal raises GracefulExit out of the loop
     finally:
         for each in reversed(runners):
