@@ -26,8 +26,7 @@ from bot.server import create_app
 from bot.testing import FakeGitHub as FakeInProcessGitHub
 from bot.testing import run_plugin_async
 from tests.fake_github import FakeGitHub
-from tests.helpers import FIXTURES, SECRET, fixture_bytes, github_headers
-from tests.test_server import wait_idle
+from tests.helpers import FIXTURES, SECRET, fixture_bytes, github_headers, wait_idle
 
 ISSUE = FIXTURES / "github/issues.opened.json"
 CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}  # the environment snapshot exec's setup gets
