@@ -6,6 +6,8 @@ cannot tell, and need not care, whether the event came over HTTP, through SNS, f
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +15,19 @@ from typing import Any, Literal
 
 S3_EVENT = "s3"  # the event name of deliveries made from S3 notifications (bot.s3_events)
 WILDCARD = "*"  # an event filter (and a gidgethub route, see bot/dispatch.py) that matches every delivery
+
+# A GitHub delivery id is a UUID (72d3162e-cc78-11e3-81ab-4c9367dc0958); hookbot's own add a word before one
+# (replay-..., send-...). Eight hex digits tell a day's deliveries apart, as git's short hashes tell commits apart.
+_UUID_TAIL = re.compile(r"^(.*?)([0-9a-fA-F]{8})-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SHORT_ID_LENGTH = 12
+
+
+def short_id(delivery_id: str) -> str:
+    """The short form of a delivery id that logs and `hookbot deliveries` both show (and `retry` accepts)."""
+    if match := _UUID_TAIL.match(delivery_id):
+        return match.group(1) + match.group(2)
+    return delivery_id if len(delivery_id) <= SHORT_ID_LENGTH else delivery_id[:SHORT_ID_LENGTH]
+
 
 class Refusal(Exception):
     """A request refused at a door: ``status`` is the HTTP answer and ``reason`` the one log line saying why.
@@ -38,7 +53,8 @@ class Delivery:
     """A verified event, ready for dispatch.
 
     ``body`` keeps the bytes exactly as they arrived, so a relay can forward them with the original HMAC
-    still valid, and an inbox can persist them without re-serialising.
+    still valid, and an inbox can persist them without re-serialising. ``sns_message_id`` is the SNS message
+    a GitHub delivery came in, when it came through SNS.
     """
 
     event: str
@@ -47,6 +63,24 @@ class Delivery:
     body: bytes
     source: Source
     received_at: float = field(default_factory=time.time)
+    sns_message_id: str | None = None
+    body_sha256: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.body_sha256:
+            object.__setattr__(self, "body_sha256", hashlib.sha256(self.body).hexdigest())
+
+    @property
+    def replay_keys(self) -> tuple[str, ...]:
+        """De-duplication keys besides the delivery id, each meaning "this was seen already".
+
+        GitHub's HMAC covers the body, not X-GitHub-Delivery: a signed body replayed under a new delivery id is
+        still the same delivery, so the body's SHA-256 is a key. So is the SNS MessageId, which SNS keeps when it
+        delivers a message again. A delivery made in code without a body (a test's) has no body key: only a body
+        says what a delivery is.
+        """
+        keys = (f"sha256:{self.body_sha256}",) if self.body else ()
+        return (*keys, f"sns:{self.sns_message_id}") if self.sns_message_id else keys
 
     @property
     def action(self) -> str | None:

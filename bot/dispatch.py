@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from gidgethub import sansio
+from aiohttp import ClientError
+from gidgethub import GitHubException, sansio
 
 from bot.aws import AwsClients
 from bot.context import ActionLog, StepMarks
@@ -22,7 +23,7 @@ from bot.dedupe import DedupeStore
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
-from bot.plugin import Context, Event
+from bot.plugin import Context, Event, HandlerError
 from bot.plugins import Plugin
 from bot.repo_config import OFF
 
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from bot.repo_config_loader import RepoConfigs
 
 log = logging.getLogger("hookbot.dispatch")
+
+# Failures whose message says all there is to say (GitHub's answer, a dropped connection, a handler's own
+# explanation): one line. Anything else is a bug and its line carries the traceback.
+EXPLAINED_ERRORS = (HandlerError, GitHubException, ClientError, TimeoutError)
 
 
 Status = Literal["ok", "failed", "skipped"]
@@ -55,6 +60,15 @@ class DispatchResult:
     @property
     def ok(self) -> bool:
         return all(outcome.status != "failed" for outcome in self.outcomes)
+
+    @property
+    def summary(self) -> str:
+        """The delivery's outcome in one word: duplicate, failed, done, or unhandled (no plugin had work)."""
+        if self.duplicate:
+            return "duplicate"
+        if not self.ok:
+            return "failed"
+        return "done" if any(outcome.status == "ok" for outcome in self.outcomes) else "unhandled"
 
 
 class Dispatcher:
@@ -97,6 +111,9 @@ class Dispatcher:
         """De-dup entries carry the mode: what a dry-run did is not done for a live run (the two share a table)."""
         return f"dry-run/{key}" if self.dry_run else key
 
+    def _keys(self, delivery: Delivery) -> list[str]:
+        return [self.dedupe_key(key) for key in (delivery.delivery_id, *delivery.replay_keys)]
+
     async def dispatch(self, delivery: Delivery, *, claim_lifetime: float | None = None) -> DispatchResult:
         """Run every enabled plugin on ``delivery`` once; never raises for a handler's failure.
 
@@ -104,9 +121,9 @@ class Dispatcher:
         invocation's remaining time); by default the store's claim timeout.
         """
         token = current_delivery.set(delivery.delivery_id)
-        key = self.dedupe_key(delivery.delivery_id)
+        started = time.perf_counter()
+        result = DispatchResult(delivery.delivery_id)
         try:
-            result = DispatchResult(delivery.delivery_id)
             event = Event(delivery)
             routes = self.routes(event)
             config_pushed = self.repo_configs is not None and self.repo_configs.note_push(delivery)
@@ -115,9 +132,8 @@ class Dispatcher:
                 # GitHub; the same answer however often it comes.
                 result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
                 return result
-            if not await self.dedupe.claim(key, lifetime=claim_lifetime):
+            if not await self._claim(delivery, claim_lifetime):
                 result.duplicate = True
-                log.info("delivery already handled or in progress; skipped", extra={"fields": _fields(delivery)})
                 return result
             actions = ActionLog(dry_run=self.dry_run)
             try:
@@ -125,7 +141,7 @@ class Dispatcher:
                 # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
                 bot_login = await self.github.bot_login() if delivery.from_github else None
             except Exception as exc:
-                await self.dedupe.release(key)
+                await self._release(delivery)
                 log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
                 result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
                 return result
@@ -133,25 +149,57 @@ class Dispatcher:
                 configs = await self._repository_configs(gh, delivery, config_pushed)
             except Exception as exc:
                 # Applying the server's config instead could undo what the repository switched off: retry later.
-                await self.dedupe.release(key)
+                await self._release(delivery)
                 log.exception("cannot read the repository's config", extra={"fields": _fields(delivery)})
                 result.outcomes.append(Outcome("repo-config", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
                 return result
             result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login, configs)
             result.actions = actions.lines
             if result.ok:
-                await self.dedupe.mark_done(key)
+                await self._mark_done(delivery)
                 # The per-plugin marks serve only retries of a partly failed delivery; a finished one needs none.
                 for outcome in result.outcomes:
                     if outcome.status == "ok":
-                        await self.dedupe.forget(f"{key}/{outcome.handler}")
+                        await self.dedupe.forget(f"{self.dedupe_key(delivery.delivery_id)}/{outcome.handler}")
                 if config_pushed:
-                    await self.dedupe.forget(f"{key}/{REPORT_KEY}")
+                    await self.dedupe.forget(f"{self.dedupe_key(delivery.delivery_id)}/{REPORT_KEY}")
             else:
-                await self.dedupe.release(key)
+                await self._release(delivery)
             return result
         finally:
+            # One line per delivery at its end, whatever happened: a first test push never seems to vanish.
+            fields = _fields(delivery)
+            fields.update(outcome=result.summary, ms=_ms(started))
+            if handlers := [o.handler for o in result.outcomes if o.status != "skipped"]:
+                fields["handlers"] = ",".join(handlers)
+            level = logging.WARNING if result.summary == "failed" else logging.INFO
+            log.log(level, "delivery %s", result.summary, extra={"fields": fields})
             current_delivery.reset(token)
+
+    async def _claim(self, delivery: Delivery, lifetime: float | None) -> bool:
+        """Claim the delivery id and every replay key (its body's SHA-256, its SNS message): all or nothing.
+
+        A key already taken means the same delivery is done or running, under this id or another one.
+        """
+        claimed: list[str] = []
+        keys = self._keys(delivery)
+        for key in keys:
+            if not await self.dedupe.claim(key, lifetime=lifetime):
+                for taken in claimed:
+                    await self.dedupe.release(taken)
+                what = "delivery" if key == keys[0] else "the same body under another delivery id"
+                log.info("%s already handled or in progress; skipped", what, extra={"fields": _fields(delivery)})
+                return False
+            claimed.append(key)
+        return True
+
+    async def _release(self, delivery: Delivery) -> None:
+        for key in self._keys(delivery):
+            await self.dedupe.release(key)
+
+    async def _mark_done(self, delivery: Delivery) -> None:
+        for key in self._keys(delivery):
+            await self.dedupe.mark_done(key)
 
     async def _repository_configs(self, gh: Any, delivery: Delivery, config_pushed: bool) -> Mapping[str, Any]:
         """Each plugin's config for the delivery's repository (.github/hookbot.yml under the server's ceiling).
@@ -220,6 +268,7 @@ class Dispatcher:
         key = f"{self.dedupe_key(delivery.delivery_id)}/{plugin.name}"
         if await self.dedupe.is_done(key):
             return Outcome(plugin.name, "skipped", 0.0)
+        steps = StepMarks(self.dedupe, key)
         ctx = Context(
             config=config,
             log=plugin.log,
@@ -227,7 +276,7 @@ class Dispatcher:
             aws=self.aws,
             actions=actions,
             bot_login=bot_login,
-            steps=StepMarks(self.dedupe, key),
+            steps=steps,
         )
         started = time.perf_counter()
         try:
@@ -237,11 +286,13 @@ class Dispatcher:
             outcome = Outcome(
                 plugin.name, "failed", _ms(started), f"{type(exc).__name__}: {exc}", permanent=is_permanent(exc)
             )
-            log.warning("handler failed", exc_info=True, extra={"fields": _fields(delivery, outcome)})
+            explained = isinstance(exc, EXPLAINED_ERRORS)
+            log.warning("handler failed", exc_info=not explained, extra={"fields": _fields(delivery, outcome)})
             return outcome
         outcome = Outcome(plugin.name, "ok", _ms(started))
         await self.dedupe.mark_done(key)
-        log.info("handler finished", extra={"fields": _fields(delivery, outcome)})
+        await steps.forget()  # the plugin's mark now covers its steps (written first: a crash here loses nothing)
+        log.debug("handler finished", extra={"fields": _fields(delivery, outcome)})
         return outcome
 
 

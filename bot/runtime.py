@@ -11,13 +11,13 @@ from pathlib import Path
 
 from bot.aws import AwsClients
 from bot.claim_check import PayloadStore
-from bot.config import Settings
+from bot.config import ConfigError, Settings, check_webhook_secret
 from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, MemoryDedupeStore, check_table
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
 from bot.health import Health
 from bot.logs import register_secret
-from bot.plugins import Plugin, installed_plugins, load_plugins
+from bot.plugins import Plugin, PluginReport, installed_plugins, load_plugin_report
 from bot.relay import Relay
 from bot.repo_config import CeilingEntry, ServerCeiling
 from bot.repo_config_loader import RepoConfigs
@@ -40,6 +40,7 @@ class Runtime:
     relay: Relay | None
     health: Health
     payloads: PayloadStore
+    plugins: PluginReport
 
     @classmethod
     def build(
@@ -55,10 +56,19 @@ class Runtime:
         secret_values = secrets_ if secrets_ is not None else webhook_secrets(settings)
         for value in (*secret_values, settings.github.token, settings.github.private_key):
             register_secret(value)
+        report = load_plugin_report(
+            settings.handlers,
+            settings.plugin_sections,
+            settings.process_env,
+            plugin_paths,
+            config_file=settings.config_file,
+        )
+        if not effective_dry_run and not settings.github.has_credentials:
+            refuse_live_without_credentials(report)
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
         aws = AwsClients()
         health = Health()
-        plugins = load_plugins(settings.handlers, settings.plugin_sections, settings.process_env, plugin_paths)
+        plugins = report.loaded
         dispatcher = Dispatcher(
             plugins,
             github=github,
@@ -79,7 +89,7 @@ class Runtime:
             if settings.relay.topic_arn
             else None
         )
-        return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay, health, payloads)
+        return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay, health, payloads, report)
 
     def check_dedupe_table(self) -> None:
         """With ``[dedupe] table``, check its key schema once (DescribeTable): a wrong table stops the start with
@@ -91,6 +101,20 @@ class Runtime:
         """Close what is bound to the running event loop; caches (tokens, certificates) are kept for the next."""
         await self.github.close()
         await self.sns_fetcher.close()
+
+
+def refuse_live_without_credentials(report: PluginReport) -> None:
+    """Live mode was asked for without GitHub credentials: fine for plugins that never call GitHub (an S3-only
+    auto-deployer), a refusal naming the others, since their calls would fail anonymously for ~30 s each and
+    end as dead letters."""
+    needing = [plugin.name for plugin in report.loaded if plugin.needs_github]
+    if needing:
+        raise ConfigError(
+            f"live mode was asked for but no GitHub credentials are set, and {', '.join(needing)} "
+            f"{'needs' if len(needing) == 1 else 'need'} them: set GITHUB_TOKEN (or GITHUB_APP_ID and "
+            "GITHUB_PRIVATE_KEY), or limit [hookbot] handlers to plugins that do not call GitHub "
+            '(e.g. handlers = ["lambda_deploy"] with only [[lambda_deploy.s3]] rules)'
+        )
 
 
 def server_ceiling(plugins: list[Plugin]) -> ServerCeiling:
@@ -133,13 +157,28 @@ def ensure_webhook_secret(state_dir: Path) -> tuple[str, bool]:
 
     hookbot never runs unauthenticated: with no secret configured it makes a strong one and keeps it, so
     restarts keep accepting the deliveries GitHub signs with it.
+
+    The file appears whole or not at all: the secret is written and synced under a temporary name, then linked
+    to its real name (which, unlike a rename, never replaces a file another process made meanwhile). A file
+    that is blank or short anyway (a ``touch``, an empty mounted secret) is refused, never used as a key.
     """
     path = state_dir / SECRET_FILE
-    if path.is_file():
-        return path.read_text().strip(), False
-    state_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return value, True
+    if not path.is_file():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_hex(32)
+        temporary = state_dir / f".{SECRET_FILE}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the one to keep (and was printed by them)
+        else:
+            return value, True
+        finally:
+            temporary.unlink(missing_ok=True)
+    source = f"the generated file {path} (delete it to have a new one made, or write your own)"
+    return check_webhook_secret(path.read_text().strip(), source), False

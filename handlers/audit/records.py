@@ -20,7 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from bot.aws import AwsClients
-from bot.plugin import CREDENTIAL_PATTERN, WILDCARD, Context, Event, GitHubAPI
+from bot.plugin import CREDENTIAL_PATTERN, WILDCARD, Context, Event, GitHubAPI, check_event_names
 
 REDACTED = "[redacted]"
 DEFAULT_TTL_DAYS = 90
@@ -76,21 +76,21 @@ def parse_pattern(text: str) -> Pattern:
     return parts
 
 
-# Text every credential the scanner looks for contains: most strings (URLs, names, ids) hold none, so the
-# regular expression runs only over the few that might match (a plain substring test is far cheaper).
+# Text every credential the scanner looks for contains: most strings (URLs, names, ids) hold none, so the full
+# expression runs only over the few that might match (one search for these literals is far cheaper).
 CREDENTIAL_MARKERS = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA", "PRIVATE KEY")
 
 
 @dataclass(frozen=True, slots=True)
 class ValueScanner:
     """Replaces, inside one string, what no audit record should keep: the credentials GitHub and AWS issue
-    (bot.logs.CREDENTIAL_PATTERN, the same shapes log lines hide) and, with ``emails``, e-mail addresses."""
+    (bot.plugin.CREDENTIAL_PATTERN, the same shapes log lines hide) and, with ``emails``, e-mail addresses."""
 
     pattern: re.Pattern[str]
-    markers: tuple[str, ...]
+    markers: re.Pattern[str]  # a cheap first look: the literals every match contains
 
     def __call__(self, text: str) -> str:
-        if not any(marker in text for marker in self.markers):
+        if self.markers.search(text) is None:
             return text
         return self.pattern.sub(REDACTED, text)
 
@@ -98,7 +98,8 @@ class ValueScanner:
 @functools.lru_cache(maxsize=2)
 def value_scanner(emails: bool) -> ValueScanner:
     pattern = re.compile(CREDENTIAL_PATTERN.pattern + (f"|{EMAIL}" if emails else ""), re.DOTALL)
-    return ValueScanner(pattern, CREDENTIAL_MARKERS + (("@",) if emails else ()))
+    markers = CREDENTIAL_MARKERS + (("@",) if emails else ())
+    return ValueScanner(pattern, re.compile("|".join(re.escape(marker) for marker in markers)))
 
 
 def configure(section: Mapping[str, Any]) -> AuditConfig | None:
@@ -108,6 +109,8 @@ def configure(section: Mapping[str, Any]) -> AuditConfig | None:
     destination = section.get("destination")
     if destination is not None and not isinstance(destination, str):
         raise ValueError(f"destination must be a string such as dynamodb://hookbot-audit, not {destination!r}")
+    events = _strings(section.get("events", [WILDCARD]), "events")
+    check_event_names(events, "events")
     ttl_days = section.get("ttl_days", DEFAULT_TTL_DAYS)
     if isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days <= 0:
         raise ValueError(f"ttl_days must be a positive whole number, not {ttl_days!r}")
@@ -117,7 +120,7 @@ def configure(section: Mapping[str, Any]) -> AuditConfig | None:
     config = AuditConfig(
         destination=parse_destination(destination) if destination else None,
         redact=tuple(parse_pattern(text) for text in _strings(section.get("redact", []), "redact")),
-        events=_strings(section.get("events", [WILDCARD]), "events"),
+        events=events,
         ttl_days=ttl_days,
         redact_values=redact_values,
     )
