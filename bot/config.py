@@ -403,8 +403,10 @@ def _core_sections() -> tuple[Section, ...]:
                 Setting(
                     "require_github_signature",
                     "bool",
-                    False,
-                    "refuse SNS messages without a valid X-Hub-Signature-256 attribute",
+                    True,
+                    "every GitHub delivery through SNS needs a valid X-Hub-Signature-256 attribute; false also "
+                    "accepts the legacy attribute-less shape on the SNS signature alone",
+                    env="HOOKBOT_REQUIRE_GITHUB_SIGNATURE",
                 ),
                 Setting("verify_in_lambda", "bool", False, "check SNS signatures in Lambda too"),
                 Setting("max_age_seconds", "int", 3600, "oldest SNS message accepted"),
@@ -515,7 +517,7 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True)
 class SnsSettings:
     topic_arns: tuple[str, ...] = ()
-    require_github_signature: bool = False
+    require_github_signature: bool = True
     verify_in_lambda: bool = False
     max_age_seconds: int = 3600
 
