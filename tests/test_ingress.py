@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import json
 import logging
 import re
@@ -27,7 +28,7 @@ from bot.sns_fetch import SnsFetcher
 from tests.fake_github import FakeGitHub
 from tests.helpers import fixture_bytes, github_headers, make_settings, wait_idle
 from tests.lambda_events import function_url_event, sns_event
-from tests.sns_signing import CERT_URL, TOPIC, CountingGet, Signer, notification
+from tests.sns_signing import CERT_URL, TOPIC, CountingGet, Signer, notification, sns_timestamp
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 COMMENTS = "/repos/Codertocat/Hello-World/issues/1/comments"
@@ -54,9 +55,11 @@ class Doors:
                 runtime.settings, sns=dataclasses.replace(runtime.settings.sns, **changes)
             )
 
-    async def send_sns(self, door: str, message: str, attributes: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    async def send_sns(
+        self, door: str, message: str, attributes: dict[str, str], **fields: Any
+    ) -> tuple[int, dict[str, Any]]:
         """A raw SNS Notification (signed by the test signer) through an SNS door."""
-        document = self.signer.sign(notification(message, attributes=attributes))
+        document = self.signer.sign(notification(message, attributes=attributes, **fields))
         if door == "sns-http":
             response = await self.client.post("/sns", data=orjson.dumps(document))
             return response.status, await response.json()
@@ -307,3 +310,18 @@ async def test_the_legacy_shape_only_when_switched_off_and_never_on_a_guess(door
     ambiguous = {"action": "created", "installation": {"id": 1}, "sender": {"login": "octocat"}}
     status, document = await doors.send_sns(door, json.dumps(ambiguous), {})
     assert status == 400 and "ambiguous" in document["error"], document
+
+
+@pytest.mark.parametrize("door", SNS_DOORS)
+async def test_the_age_window_holds_on_http_but_not_for_records_lambda_hands_over(doors: Doors, door: str) -> None:
+    """SNS retries a Lambda subscription for days with the same timestamp: in Lambda (even with verify_in_lambda)
+    a late genuine record is taken; over HTTP the window stays."""
+    doors.configure_sns(verify_in_lambda=True)
+    hours_ago = sns_timestamp(datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=12))
+    headers = github_headers(ISSUE_OPENED, "issues")
+    attributes = {name: headers[name] for name in ATTRIBUTES}
+    status, document = await doors.send_sns(door, ISSUE_OPENED.decode(), attributes, timestamp=hours_ago)
+    if door == "sns-http":
+        assert status == 401 and "max_age_seconds" in document["error"], document
+    else:
+        assert status == 200 and document["status"] == "ok", document
