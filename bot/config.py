@@ -295,7 +295,8 @@ def _core_sections() -> tuple[Section, ...]:
                     "webhook_secret",
                     "text",
                     None,
-                    "the webhook secret; unset: one is generated on first start, kept in the state dir and printed",
+                    "the webhook secret, at least 16 bytes (`openssl rand -hex 32`); unset: one is generated on first "
+                    "start, kept in the state dir and printed",
                     env="GITHUB_WEBHOOK_SECRET",
                     secret=True,
                 ),
@@ -303,7 +304,7 @@ def _core_sections() -> tuple[Section, ...]:
                     "previous_secrets",
                     "list",
                     (),
-                    "still accepted while you rotate the secret in GitHub's settings",
+                    "still accepted while you rotate the secret in GitHub's settings (each at least 16 bytes)",
                     secret=True,
                 ),
                 Setting("allow_sha1", "bool", False, "accept sha1-only X-Hub-Signature (old GitHub Enterprise only)"),
