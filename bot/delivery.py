@@ -6,6 +6,7 @@ cannot tell, and need not care, whether the event came over HTTP, through SNS, f
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,19 @@ from typing import Any, Literal
 
 S3_EVENT = "s3"  # the event name of deliveries made from S3 notifications (bot.s3_events)
 WILDCARD = "*"  # an event filter (and a gidgethub route, see bot/dispatch.py) that matches every delivery
+
+# A GitHub delivery id is a UUID (72d3162e-cc78-11e3-81ab-4c9367dc0958); hookbot's own add a word before one
+# (replay-..., send-...). Eight hex digits tell a day's deliveries apart, as git's short hashes tell commits apart.
+_UUID_TAIL = re.compile(r"^(.*?)([0-9a-fA-F]{8})-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SHORT_ID_LENGTH = 12
+
+
+def short_id(delivery_id: str) -> str:
+    """The short form of a delivery id that logs and `hookbot deliveries` both show (and `retry` accepts)."""
+    if match := _UUID_TAIL.match(delivery_id):
+        return match.group(1) + match.group(2)
+    return delivery_id if len(delivery_id) <= SHORT_ID_LENGTH else delivery_id[:SHORT_ID_LENGTH]
+
 
 class Refusal(Exception):
     """A request refused at a door: ``status`` is the HTTP answer and ``reason`` the one log line saying why.

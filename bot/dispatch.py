@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from gidgethub import sansio
+from aiohttp import ClientError
+from gidgethub import GitHubException, sansio
 
 from bot.aws import AwsClients
 from bot.context import ActionLog, StepMarks
@@ -22,7 +23,7 @@ from bot.dedupe import DedupeStore
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
-from bot.plugin import Context, Event
+from bot.plugin import Context, Event, HandlerError
 from bot.plugins import Plugin
 from bot.repo_config import OFF
 
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from bot.repo_config_loader import RepoConfigs
 
 log = logging.getLogger("hookbot.dispatch")
+
+# Failures whose message says all there is to say (GitHub's answer, a dropped connection, a handler's own
+# explanation): one line. Anything else is a bug and its line carries the traceback.
+EXPLAINED_ERRORS = (HandlerError, GitHubException, ClientError, TimeoutError)
 
 
 Status = Literal["ok", "failed", "skipped"]
@@ -55,6 +60,15 @@ class DispatchResult:
     @property
     def ok(self) -> bool:
         return all(outcome.status != "failed" for outcome in self.outcomes)
+
+    @property
+    def summary(self) -> str:
+        """The delivery's outcome in one word: duplicate, failed, done, or unhandled (no plugin had work)."""
+        if self.duplicate:
+            return "duplicate"
+        if not self.ok:
+            return "failed"
+        return "done" if any(outcome.status == "ok" for outcome in self.outcomes) else "unhandled"
 
 
 class Dispatcher:
@@ -96,8 +110,9 @@ class Dispatcher:
     async def dispatch(self, delivery: Delivery) -> DispatchResult:
         """Run every enabled plugin on ``delivery`` once; never raises for a handler's failure."""
         token = current_delivery.set(delivery.delivery_id)
+        started = time.perf_counter()
+        result = DispatchResult(delivery.delivery_id)
         try:
-            result = DispatchResult(delivery.delivery_id)
             event = Event(delivery)
             routes = self.routes(event)
             config_pushed = self.repo_configs is not None and self.repo_configs.note_push(delivery)
@@ -108,7 +123,6 @@ class Dispatcher:
                 return result
             if not await self.dedupe.claim(delivery.delivery_id):
                 result.duplicate = True
-                log.info("delivery already handled or in progress; skipped", extra={"fields": _fields(delivery)})
                 return result
             actions = ActionLog(dry_run=self.dry_run)
             try:
@@ -142,6 +156,13 @@ class Dispatcher:
                 await self.dedupe.release(delivery.delivery_id)
             return result
         finally:
+            # One line per delivery at its end, whatever happened: a first test push never seems to vanish.
+            fields = _fields(delivery)
+            fields.update(outcome=result.summary, ms=_ms(started))
+            if handlers := [o.handler for o in result.outcomes if o.status != "skipped"]:
+                fields["handlers"] = ",".join(handlers)
+            level = logging.WARNING if result.summary == "failed" else logging.INFO
+            log.log(level, "delivery %s", result.summary, extra={"fields": fields})
             current_delivery.reset(token)
 
     async def _repository_configs(self, gh: Any, delivery: Delivery, config_pushed: bool) -> Mapping[str, Any]:
@@ -228,11 +249,12 @@ class Dispatcher:
             outcome = Outcome(
                 plugin.name, "failed", _ms(started), f"{type(exc).__name__}: {exc}", permanent=is_permanent(exc)
             )
-            log.warning("handler failed", exc_info=True, extra={"fields": _fields(delivery, outcome)})
+            explained = isinstance(exc, EXPLAINED_ERRORS)
+            log.warning("handler failed", exc_info=not explained, extra={"fields": _fields(delivery, outcome)})
             return outcome
         outcome = Outcome(plugin.name, "ok", _ms(started))
         await self.dedupe.mark_done(key)
-        log.info("handler finished", extra={"fields": _fields(delivery, outcome)})
+        log.debug("handler finished", extra={"fields": _fields(delivery, outcome)})
         return outcome
 
 

@@ -114,7 +114,8 @@ def parse_payload(body: bytes, content_type: str | None) -> dict[str, Any]:
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise Refusal(400, f"body is not valid JSON: {exc}") from None
+        # Said in hookbot's own words: the parser's wording is its own and changes between versions.
+        raise Refusal(400, f"body is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(payload, dict):
         raise Refusal(400, "body is JSON but not an object")
     return payload

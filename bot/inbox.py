@@ -62,8 +62,10 @@ PACE_SECONDS = 0.05
 # are ever run again (a retry, `hookbot deliveries retry`, a redelivered dead letter), which keeps the file from
 # growing by every body for KEEP_FINISHED_SECONDS. Only unfinished rows are indexed for the poll, as that index
 # changes with every state change; `hookbot deliveries` lists by row id, the order the journal accepted them.
-# Version 0 (the body a column of `deliveries`) is migrated on open: see migrate().
-SCHEMA_VERSION = 1
+# Version 2 adds each delivery's action and repository, which `hookbot deliveries` shows (a done delivery's body,
+# where they could otherwise be read, is gone). Versions 0 (the body a column of `deliveries`) and 1 are migrated
+# on open: see migrate().
+SCHEMA_VERSION = 2
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -76,7 +78,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
-    error TEXT
+    error TEXT,
+    action TEXT,
+    repository TEXT
 )""",
     "CREATE TABLE IF NOT EXISTS bodies (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE state IN ('queued', 'running')",
@@ -91,8 +95,8 @@ PAGE_SIZE = 8192
 # delivery goes straight to a worker, so its first attempt is counted in this same commit: the worker starts at
 # once instead of waiting for a second commit (an fsync) per delivery just to count it.
 INSERT = """
-INSERT INTO deliveries (delivery_id, event, source, received_at, state, updated_at, attempts)
-VALUES (?, ?, ?, ?, 'queued', ?, 1)
+INSERT INTO deliveries (delivery_id, event, source, received_at, state, updated_at, attempts, action, repository)
+VALUES (?, ?, ?, ?, 'queued', ?, 1, ?, ?)
 ON CONFLICT (delivery_id) DO UPDATE SET
     state = 'queued', attempts = 1, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at
 WHERE state = 'failed'
@@ -125,12 +129,19 @@ INSERT INTO bodies (id, body)
 SELECT d.id, v0.body FROM deliveries AS d JOIN deliveries_v0 AS v0 USING (delivery_id) WHERE d.state != 'done'""",
     "DROP TABLE deliveries_v0",
 )
+MIGRATE_FROM_V1 = (
+    "ALTER TABLE deliveries ADD COLUMN action TEXT",
+    "ALTER TABLE deliveries ADD COLUMN repository TEXT",
+)
 
 
-def record_admission(conn: sqlite3.Connection, row: tuple[str, str, str, float, bytes, float]) -> str:
+AdmissionRow = tuple[str, str, str, float, bytes, float, str | None, str | None]
+
+
+def record_admission(conn: sqlite3.Connection, row: AdmissionRow) -> str:
     """Journal a delivery at the door (see INSERT): its state after this commit, "queued" when it is to run now."""
-    key, event, source, received_at, body, now = row
-    if conn.execute(INSERT, (key, event, source, received_at, now)).rowcount:
+    key, event, source, received_at, body, now, action, repository = row
+    if conn.execute(INSERT, (key, event, source, received_at, now, action, repository)).rowcount:
         conn.execute(INSERT_BODY, (body, key))
         return QUEUED
     found = conn.execute("SELECT state FROM deliveries WHERE delivery_id = ?", (key,)).fetchone()
@@ -171,6 +182,8 @@ class JournalRow:
     attempts: int
     updated_at: float
     error: str | None
+    action: str | None
+    repository: str | None
 
 
 def journal_path(state_dir: Path) -> Path:
@@ -199,10 +212,15 @@ def migrate(conn: sqlite3.Connection) -> None:
     converted = False
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
             columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(deliveries)")}
             converted = "body" in columns
-            for statement in MIGRATE_FROM_V0 if converted else SCHEMA:
+            if version == 1:
+                statements: tuple[str, ...] = MIGRATE_FROM_V1
+            else:
+                statements = MIGRATE_FROM_V0 if converted else SCHEMA
+            for statement in statements:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -377,7 +395,16 @@ class JournalInbox:
         self._unfinished.add(key)
         self._scheduled.add(key)
         now = time.time()
-        row = (key, delivery.event, delivery.source, delivery.received_at, delivery.body, now)
+        row: AdmissionRow = (
+            key,
+            delivery.event,
+            delivery.source,
+            delivery.received_at,
+            delivery.body,
+            now,
+            delivery.action,
+            delivery.repository,
+        )
 
         committed = self._queue_op(functools.partial(record_admission, row=row))
         # The bookkeeping after the commit runs as a callback, not after the await below: a request cancelled
@@ -588,13 +615,41 @@ def recent_deliveries(path: Path, *, failed_only: bool = False, limit: int = 50)
     conn = connect(path)
     try:
         rows = conn.execute(
-            "SELECT delivery_id, event, source, received_at, state, attempts, updated_at, error FROM deliveries"
+            "SELECT delivery_id, event, source, received_at, state, attempts, updated_at, error, action, repository"
+            " FROM deliveries"
             " WHERE (? = 0 OR state = 'failed') ORDER BY id DESC LIMIT ?",
             (int(failed_only), limit),
         ).fetchall()
     finally:
         conn.close()
     return [JournalRow(*row) for row in rows]
+
+
+def resolve_ids(path: Path, given: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Full delivery ids for what a user typed: a full id, or the start of one (the short form tables show).
+
+    Returns the ids found (or, when nothing starts so, the text as given) and a line for each ambiguous one.
+    """
+    conn = connect(path)
+    found: list[str] = []
+    problems: list[str] = []
+    try:
+        for text in given:
+            pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            matches = [
+                str(row[0])
+                for row in conn.execute(
+                    "SELECT delivery_id FROM deliveries WHERE delivery_id = ? OR delivery_id LIKE ? ESCAPE '\\'",
+                    (text, pattern),
+                )
+            ]
+            if text in matches or len(matches) <= 1:
+                found.append(text if text in matches or not matches else matches[0])
+            else:
+                problems.append(f"{text}: the start of {len(matches)} delivery ids; give more of it")
+    finally:
+        conn.close()
+    return found, problems
 
 
 def requeue(path: Path, ids: Iterable[str] = (), *, all_failed: bool = False) -> list[str]:

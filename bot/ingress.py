@@ -128,7 +128,17 @@ def refusal_answer(refusal: Refusal) -> Answer:
 
 
 def ping_answer(delivery: Delivery) -> Answer:
+    """200 with GitHub's zen; and one log line, so a new webhook's first delivery is seen to arrive."""
     DELIVERIES.labels("ping", "pong").inc()
+    hook = delivery.payload.get("hook")
+    fields = {
+        "delivery": delivery.delivery_id,
+        "event": "ping",
+        "repository": delivery.repository,
+        "outcome": "pong",
+        "hook": hook.get("id") if isinstance(hook, dict) else None,
+    }
+    log.info("delivery pong", extra={"fields": fields})
     return Answer(200, {"ok": True, "zen": delivery.payload.get("zen")})
 
 
@@ -140,7 +150,8 @@ def admission_answer(delivery: Delivery, admission: str) -> Answer:
         return Answer(503, {"error": "busy, retry later"}, {"Retry-After": str(RETRY_AFTER_SECONDS)})
     if admission == "duplicate":
         DELIVERIES.labels(label, "duplicate").inc()
-        log.info("delivery %s was already handled", delivery.delivery_id)
+        fields = {"delivery": delivery.delivery_id, "event": delivery.event, "outcome": "duplicate"}
+        log.info("delivery already handled", extra={"fields": fields})
         return Answer(200, {"delivery": delivery.delivery_id, "status": "already handled"})
     DELIVERIES.labels(label, "accepted").inc()
     return Answer(202, {"delivery": delivery.delivery_id, "status": "accepted"})

@@ -21,7 +21,7 @@ def _metrics() -> dict[str, Any]:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     registry = CollectorRegistry(auto_describe=True)
-    return {
+    metrics: dict[str, Any] = {
         "REGISTRY": registry,
         "DELIVERIES": Counter(
             "hookbot_deliveries_total",
@@ -56,7 +56,7 @@ def _metrics() -> dict[str, Any]:
         ),
         "GITHUB_RATE_LIMIT_REMAINING": Gauge(
             "hookbot_github_rate_limit_remaining",
-            "x-ratelimit-remaining from GitHub's latest answer.",
+            "x-ratelimit-remaining from GitHub's latest answer (NaN before the first).",
             registry=registry,
         ),
         "REFUSALS_SUPPRESSED": Counter(
@@ -65,6 +65,10 @@ def _metrics() -> dict[str, Any]:
             registry=registry,
         ),
     }
+    # Unknown until GitHub's first answer says: NaN, which no "remaining < N" alert fires on, rather than a 0
+    # that reads as "rate limit exhausted" on every fresh start.
+    metrics["GITHUB_RATE_LIMIT_REMAINING"].set(float("nan"))
+    return metrics
 
 
 class _Deferred:

@@ -325,6 +325,7 @@ def install_into(
     include_boto3: bool,
     extra_requirements: Sequence[str] = (),
     pip: Runner = run_pip,
+    progress: Callable[[str], None] = lambda step: None,
 ) -> None:
     """Install hookbot (built into a wheel first: a source tree is not a binary) and its dependencies."""
     if arch not in PLATFORMS:
@@ -334,12 +335,15 @@ def install_into(
         source = Path(scratch) / "source"
         shutil.copytree(project, source, ignore=shutil.ignore_patterns(*SOURCE_IGNORE))
         wheel_dir = Path(scratch) / "wheel"
+        progress(f"building the hookbot wheel from {project}")
         pip(["wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheel_dir), str(source)])
         wheels = sorted(wheel_dir.glob("hookbot-*.whl"))
         if not wheels:
             raise PackageError(f"pip built no hookbot wheel from {project}")
+        progress(f"resolving and downloading dependencies: Python {PYTHON_VERSION} manylinux wheels for {arch}")
         pip(pip_install_args([str(wheels[0]), *extra_requirements], target, arch))
     if not include_boto3:
+        progress("leaving out boto3 and botocore (the Lambda runtime provides them)")
         remove_distributions(target, unneeded(target, RUNTIME_PROVIDED, roots=("boto3",)))
 
 
@@ -353,6 +357,7 @@ def build_package(
     extra_requirements: Sequence[str] = (),
     python: str | None = None,
     pip: Runner = run_pip,
+    progress: Callable[[str], None] = lambda step: None,
 ) -> ZipSummary:
     """The whole `hookbot package`: stage, prune, compile, optionally bundle a config file, zip.
 
@@ -371,8 +376,11 @@ def build_package(
             include_boto3=include_boto3,
             extra_requirements=extra_requirements,
             pip=pip,
+            progress=progress,
         )
         interpreter = python or find_lambda_python()
+        if interpreter:
+            progress(f"compiling bytecode with {interpreter}")
         problem = compile_bytecode(target, interpreter) if interpreter else f"no Python {PYTHON_VERSION} found"
         if problem:
             print(
@@ -381,5 +389,7 @@ def build_package(
                 file=sys.stderr,
             )
         if config is not None:
+            progress(f"bundling {config} as {BUNDLED_CONFIG_NAME}")
             shutil.copyfile(config, target / BUNDLED_CONFIG_NAME)
+        progress(f"zipping into {output}")
         return write_zip(target, output)

@@ -12,6 +12,12 @@ A plugin is a module (or package) with:
   It checks the section and returns what handlers get as ``ctx.config`` (typed: ``Context[Config]``), or None when
   the plugin has nothing to do under this config, and is then not loaded. Whatever it raises stops hookbot
   with one config error naming the plugin. Without ``setup``, ``ctx.config`` is the section as it was written;
+- optionally ``SETTINGS = Section(name, (Setting(...), ...))``: the keys its section may hold, declared the way
+  hookbot declares its own (type, default, help). They are checked before ``setup`` runs, so a typo stops hookbot
+  with "did you mean"; ``SETTINGS.parse(section)`` gives every value typed, with the defaults filled in;
+- optionally ``needs_github = False`` (or ``needs_github(config) -> bool``) when it can act without GitHub
+  credentials: live mode without credentials refuses to start only when a loaded plugin needs them. Raising
+  :class:`HandlerError` from a handler logs a failure its message explains as one line, without a traceback.
 - optionally ``wants(config, event) -> bool``: whether the plugin wants a delivery its router would route (audit:
   the events its ``events`` setting names). A delivery no loaded plugin wants is answered at the door without
   the journal or de-duplication, so say no here rather than return early in a ``"*"`` handler.
@@ -38,7 +44,7 @@ from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
 from bot.aws import AwsClients
-from bot.config import ConfigError
+from bot.config import ConfigError, Section, Setting, check_event_names
 from bot.context import ActionLog, StepMarks
 from bot.delivery import WILDCARD, Delivery, Source, action_of, describe, matches, repository_of
 from bot.github import UntrustedURLError
@@ -55,13 +61,17 @@ __all__ = [
     "Context",
     "Event",
     "GitHubAPI",
+    "HandlerError",
     "RepoSetting",
     "RepositorySettings",
     "Router",
+    "Section",
+    "Setting",
     "SettingError",
     "Setup",
     "StepMarks",
     "UntrustedURLError",
+    "check_event_names",
     "comment_once",
     "find_marked_comment",
     "hidden_marker",
@@ -72,6 +82,11 @@ __all__ = [
 ]
 
 ConfigT = TypeVar("ConfigT")
+
+
+class HandlerError(Exception):
+    """A handler failure its message fully explains (a command's exit status, a missing artifact): logged as one
+    line, without the traceback that an unexpected error gets."""
 
 
 class Event(sansio.Event):

@@ -10,6 +10,11 @@ by path (``--plugin ./labeler.py``) for a first try, before it is packaged.
 A built-in with nothing to do under this config (audit without a destination, exec without hooks, lambda_deploy
 without rules) returns None from ``setup`` and is not loaded: otherwise it would still run, log and be timed on
 every delivery, which for two idle built-ins was over a quarter of a delivery's CPU (BENCHMARKS.md).
+
+Before any ``setup`` runs, the config's sections are checked against the core's and the plugins' names, and a
+plugin's section against its declared ``SETTINGS`` (bot.config.Section), so a typo stops hookbot with the file,
+the key and the closest valid name. What was not loaded, and why, goes into the report the start-up summary logs
+once (``hookbot serve``), rather than a log line from every command that loads plugins.
 """
 
 from __future__ import annotations
@@ -27,14 +32,12 @@ from typing import Any
 from gidgethub import sansio
 from gidgethub.routing import Router
 
-from bot.config import ConfigError
+from bot.config import ConfigError, Section, check_top_level, closest
 from bot.plugin import Event, Setup
-from bot.repo_config import RepositorySettings
+from bot.repo_config import RepositorySettings, SettingError
 
 ENTRY_POINT_GROUP = "hookbot.handlers"
 BUILTIN_DISTRIBUTION = "hookbot"  # plugins shipped by this distribution load unless [hookbot] handlers says otherwise
-
-log = logging.getLogger("hookbot.plugins")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class Plugin:
     # The module's ``wants(config, event)``: whether it wants a delivery its router would route (audit's
     # ``events`` setting); None: every delivery its router routes.
     wants: Callable[[Any, Event], bool] | None = None
+    needs_github: bool = True  # acts on GitHub under this config, so live mode needs credentials
 
     def callbacks(self, event: Event, every: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
         """This plugin's handlers for ``event`` and for ``"*"`` (``every``: the same event under that name), in a
@@ -56,6 +60,14 @@ class Plugin:
             return []
         found = self.router.fetch(event) | self.router.fetch(every)
         return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class PluginReport:
+    """What loading found: the plugins that run, and those installed but not loaded with the reason."""
+
+    loaded: list[Plugin]
+    not_loaded: dict[str, str]
 
 
 def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
@@ -73,16 +85,35 @@ def load_plugins(
     sections: Mapping[str, Any],
     env: Mapping[str, str] | None = None,
     paths: Sequence[Path] = (),
+    *,
+    config_file: Path | None = None,
 ) -> list[Plugin]:
     """Load and set up the enabled plugins (the built-ins when ``enabled`` is None), then those at ``paths``."""
+    return load_plugin_report(enabled, sections, env, paths, config_file=config_file).loaded
+
+
+def load_plugin_report(
+    enabled: Sequence[str] | None,
+    sections: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    paths: Sequence[Path] = (),
+    *,
+    config_file: Path | None = None,
+) -> PluginReport:
+    """Check the config's plugin sections, then load and set up the plugins as load_plugins does, keeping what
+    was not loaded and why."""
+    where = str(config_file) if config_file else "config"
     available = installed_plugins()
     names = builtin_names(available) if enabled is None else list(enabled)
     modules: list[tuple[str, ModuleType]] = []
     for name in names:
         entry_point = available.get(name)
         if entry_point is None:
+            guess = closest(name, available)
             raise ConfigError(
-                f"handler {name!r} is enabled in config but not installed; installed: {', '.join(sorted(available))}"
+                f"{where}: handler {name!r} is enabled in config but not installed"
+                + (f"; did you mean `{guess}`?" if guess else "")
+                + f" (installed: {', '.join(sorted(available))})"
             )
         modules.append((name, entry_point.load()))
     for path in paths:
@@ -91,37 +122,42 @@ def load_plugins(
             raise ConfigError(f"plugin {name!r} is both named in [hookbot] handlers and given with --plugin {path}")
         names.append(name)
         modules.append((name, module))
-    if skipped := sorted(set(available) - set(names)):
-        log.info(
-            "installed plugins not loaded (name them in [hookbot] handlers to run them): %s",
-            ", ".join(skipped),
-            extra={"fields": {"skipped": skipped}},
-        )
+    check_top_level(sections, set(available) | set(names), where)
+    not_loaded = {name: "not in [hookbot] handlers" for name in sorted(set(available) - set(names))}
     plugins = []
     for name, module in modules:
-        plugin = set_up(name, module, Setup(name, sections.get(name, {}), env or {}))
+        section = sections.get(name, {})
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        plugin = set_up(name, module, Setup(name, section, env or {}), where)
         if plugin is None:
-            log.info("plugin %s is installed but has nothing to do under this config; not loaded", name)
+            not_loaded[name] = "nothing to do under this config"
         else:
             plugins.append(plugin)
-    return plugins
+    return PluginReport(plugins, not_loaded)
 
 
-def set_up(name: str, module: ModuleType, given: Setup) -> Plugin | None:
-    """Check the plugin's shape and run its ``setup``; None when it has nothing to do under this config."""
+def set_up(name: str, module: ModuleType, given: Setup, where: str = "config") -> Plugin | None:
+    """Check the plugin's shape and section, and run its ``setup``; None when it has nothing to do here."""
     router = getattr(module, "router", None)
     if not isinstance(router, Router):
         raise ConfigError(f"plugin {name!r} ({module.__name__}) has no module-level Router named 'router'")
+    declared = getattr(module, "SETTINGS", None)
+    if isinstance(declared, Section):
+        declared.check(given.section, where)
+    lead = "" if where == "config" else f"{where}: "  # the file's name, when there is one
     setup = getattr(module, "setup", None)
     if setup is None:
         config: Any = given.section
     else:
         try:
             config = setup(given)
+        except SettingError as exc:
+            raise ConfigError(f"{lead}[{name}] {exc.key} {exc}") from None
         except Exception as exc:  # whatever a plugin raises: one line naming it, never a traceback
             expected = isinstance(exc, ConfigError | ValueError | TypeError)
             reason = str(exc) if expected else f"plugin {name!r} set-up raised {type(exc).__name__}: {exc}"
-            raise ConfigError(f"[{name}] config is not valid: {reason}") from None
+            raise ConfigError(f"{lead}[{name}] {reason}") from None
         if config is None:
             return None
     settings = getattr(module, "repository_settings", None)
@@ -130,7 +166,17 @@ def set_up(name: str, module: ModuleType, given: Setup) -> Plugin | None:
     wants = getattr(module, "wants", None)
     if wants is not None and not callable(wants):
         raise ConfigError(f"plugin {name!r}: wants must be a function (config, event) -> bool")
-    return Plugin(name, router, config, logging.getLogger(f"hookbot.handlers.{name}"), settings, wants)
+    needs = getattr(module, "needs_github", True)
+    needs_github = bool(needs(config)) if callable(needs) else bool(needs)
+    return Plugin(
+        name,
+        router,
+        config,
+        logging.getLogger(f"hookbot.handlers.{name}"),
+        repository_settings=settings,
+        wants=wants,
+        needs_github=needs_github,
+    )
 
 
 def load_module_at(path: Path) -> tuple[str, ModuleType]:

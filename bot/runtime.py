@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.aws import AwsClients
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, MemoryDedupeStore
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
 from bot.logs import register_secret
-from bot.plugins import Plugin, installed_plugins, load_plugins
+from bot.plugins import Plugin, PluginReport, installed_plugins, load_plugin_report
 from bot.relay import Relay
 from bot.repo_config import CeilingEntry, ServerCeiling
 from bot.repo_config_loader import RepoConfigs
@@ -36,6 +36,7 @@ class Runtime:
     sns_verifier: SnsVerifier
     sns_fetcher: SnsFetcher
     relay: Relay | None
+    plugins: PluginReport
 
     @classmethod
     def build(
@@ -51,9 +52,18 @@ class Runtime:
         secret_values = secrets_ if secrets_ is not None else webhook_secrets(settings)
         for value in (*secret_values, settings.github.token, settings.github.private_key):
             register_secret(value)
+        report = load_plugin_report(
+            settings.handlers,
+            settings.plugin_sections,
+            settings.process_env,
+            plugin_paths,
+            config_file=settings.config_file,
+        )
+        if not effective_dry_run and not settings.github.has_credentials:
+            refuse_live_without_credentials(report)
         github = GitHubClients(settings.github, dry_run=effective_dry_run)
         aws = AwsClients()
-        plugins = load_plugins(settings.handlers, settings.plugin_sections, settings.process_env, plugin_paths)
+        plugins = report.loaded
         dispatcher = Dispatcher(
             plugins,
             github=github,
@@ -69,12 +79,26 @@ class Runtime:
             max_age_seconds=settings.sns.max_age_seconds,
         )
         relay = Relay(settings.relay.topic_arn, aws, secrets=secret_values) if settings.relay.topic_arn else None
-        return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay)
+        return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay, report)
 
     async def close(self) -> None:
         """Close what is bound to the running event loop; caches (tokens, certificates) are kept for the next."""
         await self.github.close()
         await self.sns_fetcher.close()
+
+
+def refuse_live_without_credentials(report: PluginReport) -> None:
+    """Live mode was asked for without GitHub credentials: fine for plugins that never call GitHub (an S3-only
+    auto-deployer), a refusal naming the others, since their calls would fail anonymously for ~30 s each and
+    end as dead letters."""
+    needing = [plugin.name for plugin in report.loaded if plugin.needs_github]
+    if needing:
+        raise ConfigError(
+            f"live mode was asked for but no GitHub credentials are set, and {', '.join(needing)} "
+            f"{'needs' if len(needing) == 1 else 'need'} them: set GITHUB_TOKEN (or GITHUB_APP_ID and "
+            "GITHUB_PRIVATE_KEY), or limit [hookbot] handlers to plugins that do not call GitHub "
+            '(e.g. handlers = ["lambda_deploy"] with only [[lambda_deploy.s3]] rules)'
+        )
 
 
 def server_ceiling(plugins: list[Plugin]) -> ServerCeiling:

@@ -9,6 +9,7 @@ read first), so each bound is a small fixed amount of memory or time whatever a 
   body that has stopped arriving gives way first, else the newcomer gets 503 with ``Retry-After``;
 - open connections are capped (`ConnectionGuard`): at the cap the longest-idle connection is closed to let a new
   one in; idle connections (keep-alive, or headers not yet complete) are closed by aiohttp's keep-alive timer;
+  a request head (request line and headers) longer than 32 KiB closes its connection (`RequestHead`);
 - "too many open files" on accept is logged once a minute (`AcceptErrorLog`), not once per accept attempt.
 """
 
@@ -33,6 +34,7 @@ log = logging.getLogger("hookbot.server")
 STALL_SECONDS = 1.0  # a body with no new bytes for this long is "stalled" and gives way when the budget is full
 ACCEPT_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 Answer = TypeVar("Answer", bound=web.StreamResponse)
+MAX_HEAD_BYTES = 32 * 1024  # a request line and headers; nginx allows 4 x 8 KiB by default
 LISTEN_BACKLOG = 128  # aiohttp's default
 # Descriptors kept free under the open-files limit: for the journal, logs and calls to GitHub and AWS, and for
 # connections accepted but not yet seen by the guard. asyncio accepts up to `backlog` connections per wake-up and
@@ -183,6 +185,42 @@ async def answer_and_close(request: web.BaseRequest, response: Answer) -> Answer
     return response
 
 
+class RequestHead:
+    """Counts the bytes of a request's head (request line and headers) up to the blank line that ends it.
+
+    aiohttp keeps a head being received in memory and bounds it only per header line (8 KiB, 128 lines): about
+    1 MiB a connection, which 1,000 connections sending heads slowly turned into 1.9 GB. GitHub's heads are
+    about 1 KiB, a proxy adds a few.
+    """
+
+    __slots__ = ("complete", "limit", "size", "tail")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.tail = b""  # the last bytes seen, for a blank line split across two reads
+        self.complete = False
+
+    def feed(self, data: bytes) -> bool:
+        """Count ``data``; False when the head has grown past the limit without ending."""
+        if self.complete:
+            return True
+        end = (self.tail + data[:3]).find(b"\r\n\r\n")
+        if end >= 0:
+            head_part = end + 4 - len(self.tail)
+        else:
+            end = data.find(b"\r\n\r\n")
+            head_part = end + 4 if end >= 0 else len(data)
+        self.size += head_part
+        self.complete = end >= 0
+        self.tail = (self.tail + data[-3:])[-3:]
+        return self.size <= self.limit
+
+    def expect_next(self) -> None:
+        """The request is over and the connection stays open: count the next request's head."""
+        self.size, self.tail, self.complete = 0, b"", False
+
+
 class ConnectionGuard:
     """Caps open connections; at the cap the longest-idle one is closed so that a new request still gets in.
 
@@ -191,61 +229,81 @@ class ConnectionGuard:
     connection whose handler runs is never closed here; when every connection is busy a new one is refused.
     """
 
-    def __init__(self, max_connections: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_connections: int,
+        *,
+        max_head_bytes: int = MAX_HEAD_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_connections = max_connections
+        self.max_head_bytes = max_head_bytes
         self.clock = clock
-        self.open: set[asyncio.Transport] = set()
+        self.open: dict[asyncio.Transport, RequestHead] = {}
         self.idle: OrderedDict[asyncio.Transport, float] = OrderedDict()  # oldest idle first
-        self.refused = 0
-        self.evicted = 0
+        self.head_too_long = SparseLog(clock=clock)
 
     def protocol_factory(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         return lambda: GuardedProtocol(factory(), self)
 
-    def admit(self, transport: asyncio.Transport) -> bool:
+    def admit(self, transport: asyncio.Transport) -> RequestHead | None:
+        """The new connection's head counter, or None when it is refused (every connection has a request running)."""
         while len(self.open) >= self.max_connections and self.idle:
             oldest, _ = self.idle.popitem(last=False)
-            self.open.discard(oldest)
-            self.evicted += 1
+            del self.open[oldest]
             oldest.abort()
         if len(self.open) >= self.max_connections:
-            self.refused += 1
-            return False
-        self.open.add(transport)
+            return None
+        head = self.open[transport] = RequestHead(self.max_head_bytes)
         self.idle[transport] = self.clock()
-        return True
+        return head
 
     def closed(self, transport: asyncio.Transport) -> None:
-        self.open.discard(transport)
+        self.open.pop(transport, None)
         self.idle.pop(transport, None)
 
     def busy(self, transport: asyncio.Transport) -> None:
         self.idle.pop(transport, None)
 
-    def done(self, transport: asyncio.Transport) -> None:
-        if transport in self.open:
-            self.idle[transport] = self.clock()
+    def done(self, transport: asyncio.Transport, *, reusable: bool) -> None:
+        """The handler finished; ``reusable``: the body was read to its end, so another request may follow."""
+        head = self.open.get(transport)
+        if head is None:
+            return
+        if reusable:
+            head.expect_next()
+        self.idle[transport] = self.clock()
 
 
 class GuardedProtocol(asyncio.Protocol):
-    """aiohttp's per-connection protocol, seen through the guard: refused connections never reach aiohttp."""
+    """aiohttp's per-connection protocol, seen through the guard: refused connections never reach aiohttp, and a
+    connection whose request head grows past the limit is dropped before aiohttp buffers more of it."""
 
     def __init__(self, inner: asyncio.Protocol, guard: ConnectionGuard) -> None:
         self.inner = inner
         self.guard = guard
         self.transport: asyncio.Transport | None = None
+        self.head: RequestHead | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
-        if not self.guard.admit(transport):
+        self.head = self.guard.admit(transport)
+        if self.head is None:
             transport.abort()
             return
         self.transport = transport
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.inner.data_received(data)
+        if self.transport is None or self.head is None:
+            return
+        if not self.head.feed(data):
+            self.guard.head_too_long(
+                logging.WARNING, "closed a connection whose request head passed %d bytes", self.head.limit
+            )
+            self.transport.abort()
+            return
+        self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received() if self.transport is not None else None
@@ -269,7 +327,11 @@ CONNECTIONS = web.AppKey("connections", ConnectionGuard)
 async def track_busy_connections(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Tell the connection guard (when the app runs behind one) which connections have a handler running."""
+    """Tell the connection guard (when the app runs behind one) which connections have a handler running.
+
+    A request whose body was not read to its end (refused before reading) ends its connection: aiohttp reads
+    and drops the rest for a bounded time, then closes, rather than taking another request after it.
+    """
     guard = request.app.get(CONNECTIONS)
     transport = request.transport
     if guard is None or transport is None:
@@ -278,7 +340,10 @@ async def track_busy_connections(
     try:
         return await handler(request)
     finally:
-        guard.done(transport)
+        reusable = request.content.is_eof()
+        if not reusable:
+            request.protocol.close()
+        guard.done(transport, reusable=reusable)
 
 
 class GuardedSite(web.BaseSite):
@@ -303,6 +368,25 @@ class GuardedSite(web.BaseSite):
         )
 
 
+class SparseLog:
+    """A line that an attacker could repeat at will, logged at most once a minute with how often it was left out."""
+
+    def __init__(self, every_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_seconds = every_seconds
+        self.clock = clock
+        self.last: float | None = None
+        self.suppressed = 0
+
+    def __call__(self, level: int, message: str, *args: object) -> None:
+        now = self.clock()
+        if self.last is not None and now - self.last < self.every_seconds:
+            self.suppressed += 1
+            return
+        log.log(level, message + " (%d more times since the last line)", *args, self.suppressed)
+        self.last = now
+        self.suppressed = 0
+
+
 class AcceptErrorLog:
     """The event loop's exception handler: "too many open files" and its kin on accept, once a minute.
 
@@ -312,28 +396,18 @@ class AcceptErrorLog:
     """
 
     def __init__(self, every_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every_seconds = every_seconds
-        self.clock = clock
-        self.last: float | None = None
-        self.suppressed = 0
+        self.sparse = SparseLog(every_seconds, clock)
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         if not (isinstance(exc, OSError) and exc.errno in ACCEPT_ERRNOS):
             loop.default_exception_handler(context)
             return
-        now = self.clock()
-        if self.last is not None and now - self.last < self.every_seconds:
-            self.suppressed += 1
-            return
-        log.error(
-            "cannot accept connections: %s (%d more times since the last line); raise the open-files limit "
-            "(ulimit -n) or lower [server] max_connections",
+        self.sparse(
+            logging.ERROR,
+            "cannot accept connections: %s; raise the open-files limit (ulimit -n) or lower [server] max_connections",
             exc.strerror,
-            self.suppressed,
         )
-        self.last = now
-        self.suppressed = 0
 
 
 def raise_open_files_limit() -> int:
@@ -367,8 +441,11 @@ async def serve_app(
     idle_timeout: float,
     metrics_app: web.Application | None = None,
     metrics_port: int | None = None,
+    on_listening: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve ``app`` (and ``metrics_app`` on ``metrics_port``) until SIGTERM/SIGINT, then shut down gracefully.
+
+    ``on_listening`` runs once every socket is bound, so "listening" is never said before a port clash.
 
     aiohttp's run_app, with the listener behind a ConnectionGuard. (The app itself turns aiohttp's automatic
     decompression off, so that no door inflates a body before it is authenticated.)
@@ -391,6 +468,7 @@ async def serve_app(
             runners.append(metrics_runner)
             await metrics_runner.setup()
             await web.TCPSite(metrics_runner, host, metrics_port).start()
+        on_listening()
         await asyncio.Event().wait()  # until a signal raises GracefulExit out of the loop
     finally:
         for each in reversed(runners):

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bot.config import closest
 from bot.plugin import (
     Context,
     Event,
@@ -22,6 +23,8 @@ from bot.plugin import (
     RepoSetting,
     RepositorySettings,
     Router,
+    Section,
+    Setting,
     SettingError,
     Setup,
     comment_once,
@@ -36,21 +39,38 @@ PLACEHOLDERS = ("author", "repository", "number", "title")
 AUTHOR_PATTERN = re.compile(r"[A-Za-z0-9_.*?\[\]-]{1,100}")  # a login (bots end in "[bot]"), with * and ? globs
 
 
+SETTINGS = Section(
+    "greeter",
+    (
+        Setting("enabled", "bool", True, "false: the greeter is not loaded"),
+        Setting(
+            "issue_comment",
+            "text",
+            "Thanks for opening this issue, @{author}! A maintainer will take a look soon.",
+            "the comment on a new issue ({author}, {repository}, {number}, {title}); empty: none",
+        ),
+        Setting(
+            "pull_request_comment",
+            "text",
+            "Thanks for the pull request, @{author}! A maintainer will review it soon.",
+            "the comment on a new pull request (the same placeholders); empty: none",
+        ),
+        Setting("skip_authors", "list", (), "logins or globs (`dependabot*`) never greeted; case-insensitive"),
+    ),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class GreeterConfig:
-    issue_comment: str = "Thanks for opening this issue, @{author}! A maintainer will take a look soon."
-    pull_request_comment: str = "Thanks for the pull request, @{author}! A maintainer will review it soon."
+    issue_comment: str = SETTINGS.setting("issue_comment").default
+    pull_request_comment: str = SETTINGS.setting("pull_request_comment").default
     skip_authors: tuple[str, ...] = ()  # logins or globs (``dependabot*``) never greeted; case-insensitive
 
 
 def setup(plugin: Setup) -> GreeterConfig | None:
     """Check the templates at start: a typo such as ``{autor}`` fails here, not on the first issue."""
     section = plugin.section
-    if unknown := sorted(set(section) - {"enabled", "issue_comment", "pull_request_comment", "skip_authors"}):
-        raise ValueError(
-            f"unknown key(s) {', '.join(unknown)}; [greeter] takes enabled, issue_comment, "
-            "pull_request_comment, skip_authors"
-        )
+    SETTINGS.check(section, "[greeter]")
     if section.get("enabled", True) is False:
         return None
     return narrow(GreeterConfig(), {key: value for key, value in section.items() if key != "enabled"})
@@ -85,10 +105,12 @@ def _template(value: Any, key: str) -> str:
         raise SettingError(key, f"is not a valid template ({exc}); write a literal brace as {{{{ or }}}}") from None
     for name, spec, conversion in fields:
         if name not in PLACEHOLDERS or spec or conversion:
+            guess = closest(name, PLACEHOLDERS) if name not in PLACEHOLDERS else None
             raise SettingError(
                 key,
                 f"uses {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}; "
-                f"a greeting may use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}",
+                f"a greeting may use {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+                + (f"; did you mean {{{guess}}}?" if guess else ""),
             )
     return value
 

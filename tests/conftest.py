@@ -112,3 +112,15 @@ def keep_root_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+def bare_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run `bot.cli.main` in-process as a new user would: no GitHub or hookbot variables, in an empty directory
+    (so no ./hookbot.toml is found), with state under tmp_path; returns that directory."""
+    for name in list(os.environ):
+        if name.startswith(("GITHUB_", "HOOKBOT_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOOKBOT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -182,7 +182,7 @@ async def test_a_store_failure_fails_the_plugin_so_the_delivery_is_retried(build
         ("ttl_days = 0", "ttl_days must be a positive whole number"),
         ('redact = ["sender..email"]', "has an empty part"),
         ('redact = "sender.email"', "redact must be a list of strings"),
-        ("keep = true", "unknown key(s) keep"),
+        ("keep = true", "unknown key `keep` in [audit]"),
     ],
 )
 async def test_config_mistakes_fail_at_start(build: Build, toml: str, message: str) -> None:

@@ -22,9 +22,8 @@ from bot.config import load_settings
 from bot.package import BUNDLED_CONFIG_NAME
 from bot.runtime import Runtime
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, github_headers
+from tests.helpers import SECRET, Chain, fixture_bytes, github_headers
 from tests.lambda_events import function_url_event, sns_event
-from tests.test_relay import Chain
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "deploy" / "template.yaml"

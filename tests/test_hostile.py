@@ -352,3 +352,27 @@ async def test_idle_connections_cannot_lock_out_a_delivery(hostile_server: Serve
             writer.close()
     report_and_check(server, "5,000 idle connections", log_before)
     assert "cannot accept connections" not in (server.tmp_path / "server.log").read_text()
+
+
+async def send_a_slow_head(port: int) -> asyncio.StreamWriter | None:
+    """A request head of about 1 MiB (120 header lines of 8 KB, each under aiohttp's own limits) that never ends."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        for n in range(120):
+            writer.write(b"X-Pad-%d: %s\r\n" % (n, b"a" * 8000))
+        await asyncio.wait_for(writer.drain(), timeout=10)
+    except (OSError, TimeoutError):
+        return None  # dropped by the server, as it should be
+    return writer
+
+
+async def test_slow_endless_request_heads_are_dropped(hostile_server: Server) -> None:
+    server = hostile_server
+    log_before = server.log_size()
+    writers = await asyncio.gather(*(send_a_slow_head(server.port) for _ in range(400)))
+    assert await genuine_delivery_status(server) == 202
+    for writer in writers:
+        if writer is not None:
+            writer.close()
+    report_and_check(server, "400 endless 1 MiB request heads", log_before)

@@ -7,17 +7,11 @@ moto ignores S3ObjectVersion, so each artifact gets its own key here (the versio
 from __future__ import annotations
 
 import asyncio
-import base64
-import copy
-import hashlib
 import io
-import json
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import boto3
 import orjson
 import pytest
 from botocore.exceptions import ClientError
@@ -34,129 +28,23 @@ from handlers.lambda_deploy.aws_steps import retry_conflicts
 from handlers.lambda_deploy.commands import parse_command
 from handlers.lambda_deploy.github import MARKER, repackage_zipball
 from tests.fake_github import FakeGitHub
-from tests.helpers import FIXTURES, make_settings
-
-REPO = "Codertocat/Hello-World"
-ROLE_ARN = "arn:aws:iam::123456789012:role/app"
-SHA_A = "a" * 40
-SHA_B = "b" * 40
-SHA_C = "c" * 40
-PUSHED_AT = 1557933657
-
-CONFIG = f"""
-[hookbot]
-handlers = ["lambda_deploy"]
-
-[[lambda_deploy.push]]
-repository = "{REPO}"
-branch = "master"
-function = "app-fn"
-artifact = "s3://artifacts/builds/{{repository_name}}/{{sha}}.zip"
-alias = "live"
-environment = "production"
-create = {{ role = "{ROLE_ARN}", handler = "app.handler", runtime = "python3.12", memory = 256, timeout = 30 }}
-
-[[lambda_deploy.s3]]
-bucket = "artifacts"
-prefix = "drop/"
-function = "drop-fn"
-
-[[lambda_deploy.s3]]
-bucket = "artifacts"
-prefix = "release/"
-function = "{{stem}}"
-pointer = "current.json"
-alias = "live"
-"""
-
-
-def load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / name).read_bytes())
-    return data
-
-
-def code_zip(text: str) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
-        archive.writestr("app.py", f"def handler(event, context):\n    return {text!r}\n")
-    return out.getvalue()
-
-
-def code_sha256(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
-def push_payload(sha: str, *, pushed_at: int = PUSHED_AT, ref: str = "refs/heads/master") -> dict[str, Any]:
-    payload = load("github/push.json")
-    payload.update(ref=ref, after=sha)
-    payload["head_commit"]["id"] = sha
-    payload["repository"]["pushed_at"] = pushed_at
-    return payload
-
-
-def comment_payload(body: str, login: str) -> dict[str, Any]:
-    payload = load("github/issue_comment.created.json")
-    payload["comment"]["body"] = body
-    payload["comment"]["created_at"] = "2019-05-15T15:30:00Z"  # after the test pushes (PUSHED_AT and later)
-    payload["sender"]["login"] = payload["comment"]["user"]["login"] = login
-    return payload
-
-
-def github_delivery(event: str, payload: dict[str, Any]) -> Delivery:
-    return Delivery(event, str(uuid.uuid4()), payload, orjson.dumps(payload), "github-http")
-
-
-class Aws:
-    """Synchronous boto3 clients for arranging and checking moto's state."""
-
-    def __init__(self) -> None:
-        self.s3 = boto3.client("s3")
-        self.lam = boto3.client("lambda")
-        boto3.client("iam").create_role(
-            RoleName="app",
-            AssumeRolePolicyDocument=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "lambda.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
-        )
-        self.s3.create_bucket(Bucket="artifacts")
-        self.s3.put_bucket_versioning(Bucket="artifacts", VersioningConfiguration={"Status": "Enabled"})
-
-    def put(self, key: str, body: bytes) -> str:
-        return str(self.s3.put_object(Bucket="artifacts", Key=key, Body=body)["VersionId"])
-
-    def artifact(self, sha: str) -> bytes:
-        body = code_zip(f"build {sha[:7]}")
-        self.put(f"builds/Hello-World/{sha}.zip", body)
-        return body
-
-    def create_function(self, name: str = "app-fn") -> str:
-        self.put(f"seed/{name}.zip", code_zip("seed"))
-        created = self.lam.create_function(
-            FunctionName=name,
-            Role=ROLE_ARN,
-            Handler="app.handler",
-            Runtime="python3.12",
-            Code={"S3Bucket": "artifacts", "S3Key": f"seed/{name}.zip"},
-        )
-        return str(created["CodeSha256"])
-
-    def config(self, name: str = "app-fn") -> dict[str, Any]:
-        return dict(self.lam.get_function_configuration(FunctionName=name))
-
-    def alias_version(self, name: str = "app-fn", alias: str = "live") -> str:
-        return str(self.lam.get_alias(FunctionName=name, Name=alias)["FunctionVersion"])
-
-    def version_description(self, version: str, name: str = "app-fn") -> str:
-        return str(self.lam.get_function_configuration(FunctionName=name, Qualifier=version)["Description"])
+from tests.helpers import (
+    CONFIG,
+    PUSHED_AT,
+    REPO,
+    SHA_A,
+    SHA_B,
+    SHA_C,
+    Aws,
+    code_sha256,
+    code_zip,
+    comment_payload,
+    github_delivery,
+    load,
+    make_settings,
+    push_payload,
+    s3_record,
+)
 
 
 @pytest.fixture
@@ -303,16 +191,6 @@ def test_repackage_keeps_the_whole_commit_without_subdir() -> None:
         archive.writestr("o-r-abc1234/pkg/mod.py", b"y")
     names = zipfile.ZipFile(io.BytesIO(repackage_zipball(out.getvalue()))).namelist()
     assert names == ["app.py", "pkg/mod.py"]
-
-
-def s3_record(fixture: str, index: int, key: str, version: str | None) -> dict[str, Any]:
-    """A real S3 notification record, re-aimed at the test bucket (the key as S3 would encode it)."""
-    record: dict[str, Any] = copy.deepcopy(load(fixture)["Records"][index])
-    record["s3"]["bucket"]["name"] = "artifacts"
-    record["s3"]["object"]["key"] = key
-    if version:
-        record["s3"]["object"]["versionId"] = version
-    return record
 
 
 async def test_s3_upload_with_plus_encoded_key_deploys_that_object(aws: Aws, runtime: Runtime) -> None:

@@ -32,9 +32,8 @@ from bot.runtime import Runtime
 from bot.s3_events import delivery_from_s3_record
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
-from tests.helpers import make_settings, wait_idle
+from tests.helpers import Aws, code_sha256, code_zip, make_settings, wait_idle
 from tests.sns_signing import TOPIC, Signer, load_json, notification
-from tests.test_lambda_deploy import Aws, code_sha256, code_zip
 
 KEY = "drop/build 7.zip"  # a space, so the '+' S3 writes in notifications is decoded on the way
 FIXTURE_SNS = "aws/lambda-sns-s3-objectcreated.signed.json"

@@ -29,9 +29,7 @@ from aiohttp.test_utils import TestServer
 from bot.dispatch import DispatchResult
 from bot.runtime import Runtime
 from tests.fake_github import FakeGitHub
-from tests.helpers import github_headers, make_settings
-from tests.processes import Server
-from tests.test_lambda_deploy import (
+from tests.helpers import (
     CONFIG,
     PUSHED_AT,
     REPO,
@@ -40,8 +38,11 @@ from tests.test_lambda_deploy import (
     Aws,
     code_sha256,
     github_delivery,
+    github_headers,
+    make_settings,
     push_payload,
 )
+from tests.processes import Server
 
 FUNCTION = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)(?P<rest>/.*)?$")
 

@@ -17,8 +17,7 @@ import pytest
 from bot.runtime import Runtime
 from bot.s3_events import delivery_from_s3_record
 from tests.fake_github import FakeGitHub
-from tests.helpers import make_settings
-from tests.test_lambda_deploy import (
+from tests.helpers import (
     REPO,
     SHA_A,
     SHA_B,
@@ -27,6 +26,7 @@ from tests.test_lambda_deploy import (
     code_zip,
     comment_payload,
     github_delivery,
+    make_settings,
     s3_record,
 )
 

@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import boto3
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -29,30 +28,11 @@ from bot.runtime import Runtime
 from bot.server import create_app
 from bot.sns_fetch import SnsFetcher
 from tests.fake_github import FakeGitHub
-from tests.helpers import fixture_bytes, github_headers, make_settings
+from tests.helpers import Chain, fixture_bytes, github_headers, make_settings
 from tests.lambda_events import function_url_event, sns_event
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 COMMENTS = "/repos/Codertocat/Hello-World/issues/1/comments"
-
-
-class Chain:
-    """A topic with an SQS queue subscribed to it, in moto."""
-
-    def __init__(self) -> None:
-        self.sns = boto3.client("sns")
-        self.sqs = boto3.client("sqs")
-        self.topic_arn = self.sns.create_topic(Name="hookbot-deliveries")["TopicArn"]
-        self.queue_url = self.sqs.create_queue(QueueName="hookbot-worker")["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        self.sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
-
-    def received(self) -> list[dict[str, Any]]:
-        """The SNS envelopes waiting in the queue (each SQS body is one, since raw delivery is off)."""
-        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        return [json.loads(message["Body"]) for message in messages]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from bot.delivery import Refusal
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import BODY_BUDGET, create_app
-from bot.server_limits import AcceptErrorLog, BodyBudget, ConnectionGuard, connection_cap
+from bot.server_limits import AcceptErrorLog, BodyBudget, ConnectionGuard, RequestHead, connection_cap
 from tests.fake_github import FakeGitHub
 from tests.helpers import fixture_bytes, github_headers, make_settings
 
@@ -80,9 +80,20 @@ def test_connection_guard_closes_the_longest_idle_first_and_never_a_busy_one() -
     assert idle.aborted and not busy.aborted
     guard.busy(newcomer)  # type: ignore[arg-type]
     assert not guard.admit(another)  # type: ignore[arg-type]  # every connection is busy: the new one is refused
-    guard.done(busy)  # type: ignore[arg-type]
+    guard.done(busy, reusable=True)  # type: ignore[arg-type]
     assert guard.admit(another)  # type: ignore[arg-type]
     assert busy.aborted and not newcomer.aborted
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 5, 40])
+def test_request_head_is_counted_up_to_its_blank_line_however_it_is_split(split: int) -> None:
+    request = b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"{" * 100_000
+    head = RequestHead(80)
+    pieces = [request[i : i + split] for i in range(0, 200, split)] + [request[200:]]
+    assert all(head.feed(piece) for piece in pieces)  # the body after the head is never counted
+    assert head.complete and head.size == request.index(b"\r\n\r\n") + 4
+    head.expect_next()
+    assert head.feed(b"GET /healthz HTTP/1.1\r\n") and not head.feed(b"X-Pad: " + b"a" * 100)
 
 
 def test_connection_cap_stays_under_the_open_files_limit() -> None:

@@ -1,12 +1,11 @@
 """Label every new issue, so none waits unseen: a third-party hookbot plugin (README: "Writing a plugin")."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
-from bot.plugin import Context, Event, GitHubAPI, Router, Setup, issue_path
+from bot.plugin import Context, Event, GitHubAPI, Router, Section, Setting, Setup, issue_path
 
 router = Router()
+SETTINGS = Section("labeler", (Setting("label", "text", "triage", "the label every new issue gets"),))
 
 
 @dataclass(frozen=True)
@@ -15,7 +14,7 @@ class LabelerConfig:
 
 
 def setup(plugin: Setup) -> LabelerConfig:
-    return LabelerConfig(**plugin.section)  # an unknown key stops hookbot at start, naming [labeler]
+    return LabelerConfig(**plugin.section)  # its keys and types were checked against SETTINGS
 
 
 @router.register("issues", action="opened")

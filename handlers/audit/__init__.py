@@ -12,12 +12,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.plugin import WILDCARD, Context, Event, GitHubAPI, Router, Setup
+from bot.plugin import WILDCARD, Context, Event, GitHubAPI, Router, Section, Setting, Setup
 
 if TYPE_CHECKING:
     from handlers.audit.records import AuditConfig
 
 router = Router()
+needs_github = False  # it records deliveries; it never calls GitHub
+
+SETTINGS = Section(
+    "audit",
+    (
+        Setting("destination", "text", None, "`dynamodb://TABLE`, `s3://BUCKET/PREFIX/` or `file:///DIR/`"),
+        Setting("redact", "list", (), "key paths replaced by `[redacted]` (`**.email`, `sender.*_url`)"),
+        Setting("events", "list", ("*",), "which deliveries to record (event or event.action)"),
+        Setting("ttl_days", "int", 90, "DynamoDB: how long a record is kept (the expires_at attribute)"),
+    ),
+)
 
 
 def setup(plugin: Setup) -> AuditConfig | None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from bot.aws import AwsClients
-from bot.plugin import CREDENTIAL_PATTERN, WILDCARD, Context, Event, GitHubAPI
+from bot.plugin import CREDENTIAL_PATTERN, WILDCARD, Context, Event, GitHubAPI, check_event_names
 
 REDACTED = "[redacted]"
 DEFAULT_TTL_DAYS = 90
@@ -108,6 +108,8 @@ def configure(section: Mapping[str, Any]) -> AuditConfig | None:
     destination = section.get("destination")
     if destination is not None and not isinstance(destination, str):
         raise ValueError(f"destination must be a string such as dynamodb://hookbot-audit, not {destination!r}")
+    events = _strings(section.get("events", [WILDCARD]), "events")
+    check_event_names(events, "events")
     ttl_days = section.get("ttl_days", DEFAULT_TTL_DAYS)
     if isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or ttl_days <= 0:
         raise ValueError(f"ttl_days must be a positive whole number, not {ttl_days!r}")
@@ -117,7 +119,7 @@ def configure(section: Mapping[str, Any]) -> AuditConfig | None:
     config = AuditConfig(
         destination=parse_destination(destination) if destination else None,
         redact=tuple(parse_pattern(text) for text in _strings(section.get("redact", []), "redact")),
-        events=_strings(section.get("events", [WILDCARD]), "events"),
+        events=events,
         ttl_days=ttl_days,
         redact_values=redact_values,
     )

@@ -17,12 +17,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bot.plugin import WILDCARD, Context, Event, GitHubAPI, RepoSetting, RepositorySettings, Router, Setup
+from bot.plugin import (
+    WILDCARD,
+    Context,
+    Event,
+    GitHubAPI,
+    RepoSetting,
+    RepositorySettings,
+    Router,
+    Section,
+    Setting,
+    Setup,
+)
 
 if TYPE_CHECKING:
     from handlers.exec.hooks import ExecConfig
 
 router = Router()
+
+SETTINGS = Section(
+    "exec",
+    (
+        Setting("hooks", "tables", (), "the commands to run, each an [[exec.hooks]] table"),
+        Setting("max_concurrent", "int", 4, "commands running at once, across all deliveries"),
+        Setting("output_limit", "int", 65536, "bytes of stdout and of stderr kept for the log"),
+    ),
+)
 
 
 def setup(plugin: Setup) -> ExecConfig | None:
@@ -33,6 +53,11 @@ def setup(plugin: Setup) -> ExecConfig | None:
     from handlers.exec import hooks
 
     return hooks.configure(plugin.section, plugin.env)
+
+
+def needs_github(config: ExecConfig) -> bool:
+    """Only a hook that posts its output as a comment calls GitHub."""
+    return any(hook.comment_output for hook in config.hooks)
 
 
 def _narrow(config: ExecConfig, values: Mapping[str, Any]) -> ExecConfig:

@@ -21,12 +21,15 @@ from typing import Any
 
 import orjson
 
+from bot.config import did_you_mean
 from bot.plugin import (
     REDACTED,
     Context,
     Event,
     GitHubAPI,
+    HandlerError,
     SettingError,
+    check_event_names,
     comment_once,
     hidden_marker,
     is_about_issue,
@@ -86,7 +89,7 @@ TOP_LEVEL_KEYS: Mapping[str, frozenset[str]] = {
 }
 
 
-class HookError(Exception):
+class HookError(HandlerError):
     """A hook could not run or did not succeed for one delivery; the message says which hook and why.
 
     Transient: a retry of the delivery runs the hook again (a non-zero exit, a timeout)."""
@@ -208,11 +211,13 @@ def _hook(index: int, data: Mapping[str, Any], env: Mapping[str, str]) -> Hook:
     where = f"hook {name!r}"
     if not isinstance(name, str) or not HOOK_NAME.fullmatch(name):
         raise ValueError(f"hook {index}: name must be letters, digits, '_', '.' or '-', not {name!r}")
-    if unknown := sorted(set(data) - known):
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; a hook takes {', '.join(sorted(known))}")
+    for key in data:
+        if key not in known:
+            raise ValueError(f"{where}: unknown key `{key}`{did_you_mean(key, known)}")
     events = _string_list(data.get("events"), f"{where}: events")
     if not events:
         raise ValueError(f'{where}: events must name at least one event, e.g. ["push", "issues.opened"]')
+    check_event_names(events, f"{where}: events")
     command = _string_list(data.get("command"), f"{where}: command")
     if not command or not command[0]:
         raise ValueError(f'{where}: command must be a non-empty argv list, e.g. ["./scripts/on-push.sh", "{{after}}"]')

@@ -26,12 +26,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bot.plugin import Context, Event, GitHubAPI, RepoSetting, RepositorySettings, Router, Setup
+from bot.plugin import Context, Event, GitHubAPI, RepoSetting, RepositorySettings, Router, Section, Setting, Setup
 
 if TYPE_CHECKING:
     from handlers.lambda_deploy.config import LambdaDeployConfig
 
 router = Router()
+
+SETTINGS = Section(
+    "lambda_deploy",
+    (
+        Setting("push", "tables", (), "deploy on a push: [[lambda_deploy.push]] rules"),
+        Setting("s3", "tables", (), "deploy on an S3 upload: [[lambda_deploy.s3]] rules"),
+    ),
+)
 
 
 def setup(plugin: Setup) -> LambdaDeployConfig | None:
@@ -46,6 +54,11 @@ def setup(plugin: Setup) -> LambdaDeployConfig | None:
     from handlers.lambda_deploy import config
 
     return config.configure(plugin.section, own_function=plugin.env.get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def needs_github(config: LambdaDeployConfig) -> bool:
+    """Push rules report through GitHub Deployments (and answer /deploy comments); S3 rules need only AWS."""
+    return bool(config.push)
 
 
 def _narrow(config: LambdaDeployConfig, values: Mapping[str, Any]) -> LambdaDeployConfig:

@@ -11,9 +11,10 @@ import fnmatch
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
+from bot.config import did_you_mean
 from bot.plugin import SettingError
 from handlers.lambda_deploy.errors import Refused
 from handlers.lambda_deploy.ordering import DeployQueue
@@ -221,6 +222,10 @@ RuleT = TypeVar("RuleT", "PushRule", "S3Rule")
 
 def _finish_rule(rule_type: type[RuleT], data: dict[str, Any], where: str) -> RuleT:
     """The settings both kinds of rule share (alias, create), then the rule itself; an unknown key says where."""
+    known = {item.name for item in fields(rule_type)}
+    for key in data:
+        if key not in known:
+            raise ValueError(f"{where}: unknown key `{key}`{did_you_mean(key, known)}")
     name = data.get("name")
     if name is not None and (not isinstance(name, str) or not RULE_NAME.fullmatch(name)):
         raise ValueError(f"{where} name must be letters, digits, '_', '.' or '-', not {name!r}")

@@ -10,12 +10,14 @@ step (ordering, AWS, GitHub) can raise them without importing the others.
 
 from __future__ import annotations
 
+from bot.plugin import HandlerError
+
 
 class Superseded(Exception):
     """A newer deployment to the same function is waiting or already done; this one must not run."""
 
 
-class DeployError(Exception):
+class DeployError(HandlerError):
     """A deployment failed for one reason a person can act on (the message is that reason)."""
 
 
