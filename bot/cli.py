@@ -23,7 +23,8 @@ from bot.delivery import Delivery, Refusal
 from bot.github_webhook import parse_payload
 from bot.logs import LOG_FORMATS, register_secret, setup_logging
 from bot.plugin import Setup
-from bot.runtime import SECRET_FILE, Runtime, ensure_webhook_secret, webhook_secrets
+from bot.plugins import Plugin
+from bot.runtime import SECRET_FILE, Runtime, ensure_webhook_secret, server_ceiling, webhook_secrets
 
 if TYPE_CHECKING:
     from bot.inbox import JournalRow
@@ -117,8 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = command("config", "check the configuration, or show the effective settings")
     config_commands = config.add_subparsers(dest="config_command", required=True)
-    config_commands.add_parser(
+    check = config_commands.add_parser(
         "check", parents=[common], help="check the config file and the plugins' sections without starting"
+    )
+    check.add_argument(
+        "--repo-file",
+        type=Path,
+        metavar="FILE",
+        help="also check a repository's .github/hookbot.yml against what this config lets a repository set",
     )
     config_commands.add_parser(
         "show", parents=[common], help="print every setting's effective value and its source (secrets masked)"
@@ -475,8 +482,9 @@ def read_generated_secret(state_dir: Path) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def config_check(settings: Settings) -> int:
-    """Everything a start checks, short of binding a socket or calling anything: settings, sections, plugins."""
+def config_check(settings: Settings, repo_file: Path | None = None) -> int:
+    """Everything a start checks, short of binding a socket or calling anything: settings, sections, plugins;
+    with ``repo_file``, a repository's .github/hookbot.yml too, for that repository's own CI."""
     from bot.plugins import load_plugin_report
     from bot.runtime import refuse_live_without_credentials
 
@@ -491,6 +499,29 @@ def config_check(settings: Settings) -> int:
     for name, reason in report.not_loaded.items():
         print(f"plugin {name} not loaded: {reason}")
     print(f"mode: {'dry-run' if settings.effective_dry_run else 'live'}; GitHub auth: {settings.github.auth_mode}")
+    return repo_file_check(repo_file, report.loaded) if repo_file else 0
+
+
+def repo_file_check(path: Path, loaded: list[Plugin]) -> int:
+    """Validate a repository file offline against what the loaded plugins let a repository set.
+
+    Its ``_extends`` is not followed: that needs GitHub, and the base file gets its own check where it lives.
+    """
+    from bot.repo_config import EXTENDS_KEY, RepoConfigError, describe_effect, effective_configs, parse_repo_file
+
+    ceiling = server_ceiling(loaded)
+    try:
+        file = parse_repo_file(path.read_bytes(), str(path))
+        configs = effective_configs([file], ceiling)
+    except OSError as exc:
+        print(f"hookbot: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except RepoConfigError as exc:
+        print(f"hookbot: {exc}", file=sys.stderr)
+        return 1
+    extends = file.data.get(EXTENDS_KEY)
+    note = f" ({EXTENDS_KEY}: {extends} is not followed offline)" if extends else ""
+    print(f"{path}: ok; {describe_effect(configs, ceiling)}{note}")
     return 0
 
 
@@ -604,7 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "redeliver":
             return asyncio.run(redeliver(settings, args.since, args.dry_run))
         if args.command == "config":
-            return config_check(settings) if args.config_command == "check" else config_show(settings)
+            if args.config_command == "check":
+                return config_check(settings, args.repo_file)
+            return config_show(settings)
         if args.command == "audit":
             return audit_show(settings, args.delivery_id)
     except (ConfigError, Refusal) as exc:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.aws_lambda import LambdaEntry
+from bot.cli import main
 from bot.delivery import Delivery
 from bot.plugins import load_plugins
 from bot.repo_config import OFF, RepoConfigError, effective_configs, parse_repo_file
@@ -165,6 +166,45 @@ def test_the_server_config_takes_the_same_checks(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"uses \{autor\}"):
         load_plugins(["greeter"], {"greeter": {"issue_comment": "Hi {autor}"}})
+
+
+# --- hookbot config check --repo-file, for a repository's own CI --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "expected"),
+    [
+        (
+            "_extends: shared\ngreeter:\n  skip_authors: [dependabot*]\nexec:\n  hooks: [lint]\n",
+            0,
+            ".github/hookbot.yml: ok; greeter: narrowed; exec: narrowed (_extends: shared is not followed offline)",
+        ),
+        ("greeter:\n  enabled: false\n", 0, ".github/hookbot.yml: ok; greeter: off"),
+        (
+            "# hookbot\ngreeter:\n  enabled: nope\n",
+            1,
+            "hookbot: .github/hookbot.yml line 3: greeter.enabled must be true or false, not 'nope'",
+        ),
+        (
+            "lambda_deploy:\n  rules: [app]\n",
+            1,
+            "hookbot: .github/hookbot.yml line 2: lambda_deploy is off on this server; a repository can narrow a "
+            "plugin's settings, not switch a plugin on",
+        ),
+    ],
+)
+def test_config_check_validates_a_repository_file_offline(
+    bare_env: Path, capsys: pytest.CaptureFixture[str], text: str, code: int, expected: str
+) -> None:
+    (bare_env / "hookbot.toml").write_text(
+        '[hookbot]\nhandlers = ["greeter", "exec"]\n'
+        '[[exec.hooks]]\nname = "lint"\nevents = ["push"]\ncommand = ["true"]\n'
+    )
+    (bare_env / ".github").mkdir()
+    (bare_env / ".github/hookbot.yml").write_text(text)
+    assert main(["config", "check", "--repo-file", ".github/hookbot.yml", "--config", "hookbot.toml"]) == code
+    captured = capsys.readouterr()
+    assert (captured.out.splitlines()[-1] if code == 0 else captured.err.strip()) == expected
 
 
 # --- reading YAML safely -------------------------------------------------------------------------------------
