@@ -36,9 +36,23 @@ class StepMarks:
 
     store: DedupeStore
     prefix: str  # "<delivery id>/<plugin>"
+    # The marks this run wrote or found: once the plugin as a whole is marked done they are dropped (``forget``).
+    known: set[str] = field(default_factory=set)
 
     async def done(self, step: str) -> bool:
-        return await self.store.is_done(f"{self.prefix}/{step}")
+        key = f"{self.prefix}/{step}"
+        if await self.store.is_done(key):
+            self.known.add(key)
+            return True
+        return False
 
     async def mark_done(self, step: str) -> None:
-        await self.store.mark_done(f"{self.prefix}/{step}")
+        key = f"{self.prefix}/{step}"
+        await self.store.mark_done(key)
+        self.known.add(key)
+
+    async def forget(self) -> None:
+        """Drop the step marks: called once the plugin's own mark covers the delivery, so none is needed again."""
+        for key in self.known:
+            await self.store.forget(key)
+        self.known.clear()

@@ -232,6 +232,7 @@ class Dispatcher:
         key = f"{delivery.delivery_id}/{plugin.name}"
         if await self.dedupe.is_done(key):
             return Outcome(plugin.name, "skipped", 0.0)
+        steps = StepMarks(self.dedupe, key)
         ctx = Context(
             config=config,
             log=plugin.log,
@@ -239,7 +240,7 @@ class Dispatcher:
             aws=self.aws,
             actions=actions,
             bot_login=bot_login,
-            steps=StepMarks(self.dedupe, key),
+            steps=steps,
         )
         started = time.perf_counter()
         try:
@@ -254,6 +255,7 @@ class Dispatcher:
             return outcome
         outcome = Outcome(plugin.name, "ok", _ms(started))
         await self.dedupe.mark_done(key)
+        await steps.forget()  # the plugin's mark now covers its steps (written first: a crash here loses nothing)
         log.debug("handler finished", extra={"fields": _fields(delivery, outcome)})
         return outcome
 

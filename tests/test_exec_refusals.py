@@ -189,3 +189,35 @@ async def test_a_detached_child_of_a_finished_hook_is_killed(build: Build, tmp_p
     else:
         os.kill(pid, 9)
         raise AssertionError("the hook's child outlived it")
+
+
+# Fails (exit 3) the first time it runs in a directory, succeeds afterwards.
+FAILS_ONCE = """\
+import pathlib, sys
+flag = pathlib.Path(sys.argv[1]) / "failed-once"
+if not flag.exists():
+    flag.touch()
+    sys.exit(3)
+"""
+
+
+async def test_a_retry_runs_only_the_failed_hook_and_then_drops_the_hook_marks(build: Build, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    counter, flaky = str(tmp_path / "counter.py"), str(tmp_path / "flaky.py")
+    Path(counter).write_text(COUNTER)
+    Path(flaky).write_text(FAILS_ONCE)
+    runtime = build(
+        hook_toml([sys.executable, flaky, str(tmp_path)], name="flaky")
+        + hook_toml([sys.executable, counter, str(runs)], name="steady")
+    )
+    issue = issue_titled("x")
+    steady_mark = f"{issue.delivery_id}/exec/hook:steady"
+    first = await runtime.dispatcher.dispatch(issue)
+    assert failed(first) == [("HookError: hook 'flaky' exited with 3", False)]
+    assert await runtime.dispatcher.dedupe.is_done(steady_mark)
+
+    second = await runtime.dispatcher.dispatch(issue)  # the retry
+    assert second.ok, failed(second)
+    assert runs.read_text() == "run\n"
+    assert not await runtime.dispatcher.dedupe.is_done(steady_mark)  # the delivery's own mark covers it now
+    assert (await runtime.dispatcher.dispatch(issue)).duplicate

@@ -1,0 +1,318 @@
+"""The journal: the SQLite file an accepted delivery is written to before hookbot answers, and every statement on it.
+
+GitHub never retries a delivery by itself, so once hookbot has answered 202 the delivery must survive a crash:
+each one is committed here (WAL, ``synchronous=FULL``) first. This module holds the schema and its migrations,
+the delivery states, and every SQL statement, as plain functions over a connection: the group-commit writer
+(bot/journal_writer.py) runs them on its thread for the inbox (bot/inbox.py), and `hookbot deliveries` runs the
+last few directly.
+
+Schema version 1 (PRAGMA user_version): the body lives in its own table, keyed by the delivery's row id, so that
+recording an outcome rewrites only the small row (an UPDATE rewrites every column of its row, and a body is
+~12 KB over several pages); a finished delivery's body is deleted, since only unfinished and failed deliveries
+are ever run again (a retry, `hookbot deliveries retry`, a redelivered dead letter), which keeps the file from
+growing by every body for KEEP_FINISHED_SECONDS. Only unfinished rows are indexed for the poll, as that index
+changes with every state change; `hookbot deliveries` lists by row id, the order the journal accepted them.
+Version 2 adds each delivery's action and repository, which `hookbot deliveries` shows (a done delivery's body,
+where they could otherwise be read, is gone). Versions 0 (the body a column of `deliveries`) and 1 are migrated
+on open: see migrate().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+log = logging.getLogger("hookbot.inbox")
+
+JOURNAL_FILE = "inbox.sqlite3"
+KEEP_FINISHED_SECONDS = 14 * 24 * 3600  # finished rows are pruned after this (they feed `hookbot deliveries`)
+
+
+class State(StrEnum):
+    """Where a delivery is; stored as this text in the ``state`` column."""
+
+    QUEUED = "queued"  # to run now, or once next_attempt_at has passed (a retry)
+    RUNNING = "running"  # a worker has it (after a crash: runs again at the next start)
+    DONE = "done"  # every plugin succeeded, or it was already handled elsewhere
+    FAILED = "failed"  # a dead letter: gave up, or failed in a way no retry can fix
+
+
+QUEUED, RUNNING, DONE, FAILED = State.QUEUED, State.RUNNING, State.DONE, State.FAILED
+UNFINISHED = f"state IN ('{QUEUED}', '{RUNNING}')"  # also the partial index's condition, spelled the same
+
+SCHEMA_VERSION = 2
+SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    delivery_id TEXT NOT NULL UNIQUE,
+    event TEXT NOT NULL,
+    source TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    error TEXT,
+    action TEXT,
+    repository TEXT
+)""",
+    "CREATE TABLE IF NOT EXISTS bodies (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+    f"CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE {UNFINISHED}",
+)
+# 8 KiB pages for a new journal: a ~12 KB body fills one and a half pages instead of three 4 KiB ones (each page
+# a WAL frame, and a copy at the checkpoint), which saves more than writing the small rows' and the indexes' pages
+# in 8 KiB costs. SQLite sets the page size only while a file is empty, or in a VACUUM (see compact()).
+PAGE_SIZE = 8192
+
+# A new delivery is inserted; a redelivery of a dead letter (GitHub's "Redeliver" button) queues it again; a
+# repeat of anything else changes nothing (rowcount 0) and is answered from its current state. Either way the
+# delivery goes straight to a worker, so its first attempt is counted in this same commit: the worker starts at
+# once instead of waiting for a second commit (an fsync) per delivery just to count it.
+INSERT = f"""
+INSERT INTO deliveries (delivery_id, event, source, received_at, state, updated_at, attempts, action, repository)
+VALUES (?, ?, ?, ?, '{QUEUED}', ?, 1, ?, ?)
+ON CONFLICT (delivery_id) DO UPDATE SET
+    state = '{QUEUED}', attempts = 1, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at
+WHERE state = '{FAILED}'
+"""
+STATE_OF = "SELECT state FROM deliveries WHERE delivery_id = ?"
+# The body by the row's id, looked up again rather than taken from RETURNING, which costs more per statement (a
+# redelivered dead letter still has its body, failed ones keep it: the same bytes again, replaced).
+INSERT_BODY = "INSERT OR REPLACE INTO bodies (id, body) SELECT id, ? FROM deliveries WHERE delivery_id = ?"
+DELETE_BODY = "DELETE FROM bodies WHERE id = (SELECT id FROM deliveries WHERE delivery_id = ?)"
+BEGIN_ATTEMPT = (
+    f"UPDATE deliveries SET state = '{RUNNING}', attempts = attempts + 1, updated_at = ?"
+    " WHERE delivery_id = ? RETURNING attempts"
+)
+RETRY_LATER = (
+    f"UPDATE deliveries SET state = '{QUEUED}', next_attempt_at = ?, error = ?, updated_at = ? WHERE delivery_id = ?"
+)
+FINISH = "UPDATE deliveries SET state = ?, error = ?, updated_at = ? WHERE delivery_id = ?"
+# What the poll schedules. Sorted by received_at, not by id: ordering by id would let SQLite walk the whole table in
+# id order (every finished row of the last 14 days, every poll) instead of the small unfinished index.
+DUE = f"SELECT delivery_id FROM deliveries WHERE {UNFINISHED} AND next_attempt_at <= ? ORDER BY received_at LIMIT ?"
+RESTORE = (
+    "SELECT delivery_id, event, source, received_at, body FROM deliveries LEFT JOIN bodies USING (id)"
+    " WHERE delivery_id = ?"
+)
+PRUNE_FINISHED = f"DELETE FROM deliveries WHERE state IN ('{DONE}', '{FAILED}') AND updated_at < ?"
+PRUNE_BODIES = "DELETE FROM bodies WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE id = bodies.id)"
+UNFINISHED_IDS = f"SELECT delivery_id FROM deliveries WHERE {UNFINISHED}"
+RECENT = (
+    "SELECT delivery_id, event, source, received_at, state, attempts, updated_at, error, action, repository"
+    f" FROM deliveries WHERE (? = 0 OR state = '{FAILED}') ORDER BY id DESC LIMIT ?"
+)
+MATCHING_IDS = "SELECT delivery_id FROM deliveries WHERE delivery_id = ? OR delivery_id LIKE ? ESCAPE '\\'"
+FAILED_IDS = f"SELECT delivery_id FROM deliveries WHERE state = '{FAILED}'"
+IS_FAILED = f"SELECT 1 FROM deliveries WHERE delivery_id = ? AND state = '{FAILED}'"
+REQUEUE = (
+    f"UPDATE deliveries SET state = '{QUEUED}', attempts = 0, next_attempt_at = 0, error = NULL,"
+    " updated_at = ? WHERE delivery_id = ?"
+)
+
+# Version 0 to 1, in one transaction: the rows keep their order (so their new ids follow it); only the bodies
+# that can still be needed are carried over.
+MIGRATE_FROM_V0 = (
+    "ALTER TABLE deliveries RENAME TO deliveries_v0",
+    "DROP INDEX IF EXISTS deliveries_due",
+    "DROP INDEX IF EXISTS deliveries_recent",
+    *SCHEMA,
+    """
+INSERT INTO deliveries (delivery_id, event, source, received_at, state, attempts, next_attempt_at, updated_at, error)
+SELECT delivery_id, event, source, received_at, state, attempts, next_attempt_at, updated_at, error
+FROM deliveries_v0 ORDER BY received_at, rowid""",
+    f"""
+INSERT INTO bodies (id, body)
+SELECT d.id, v0.body FROM deliveries AS d JOIN deliveries_v0 AS v0 USING (delivery_id) WHERE d.state != '{DONE}'""",
+    "DROP TABLE deliveries_v0",
+)
+MIGRATE_FROM_V1 = (
+    "ALTER TABLE deliveries ADD COLUMN action TEXT",
+    "ALTER TABLE deliveries ADD COLUMN repository TEXT",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    """One delivery as `hookbot deliveries` shows it."""
+
+    delivery_id: str
+    event: str
+    source: str
+    received_at: float
+    state: str
+    attempts: int
+    updated_at: float
+    error: str | None
+    action: str | None
+    repository: str | None
+
+
+def journal_path(state_dir: Path) -> Path:
+    return state_dir / JOURNAL_FILE
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating or migrating if needed) the journal in autocommit mode; transactions are explicit."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL mode writes the header; ignored once it exists
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file to SCHEMA_VERSION in one transaction: a new file gets the schema, a version 0 one is converted.
+
+    A user upgrading hookbot may have deliveries queued in a version 0 journal; they must run after the upgrade,
+    and dead letters must stay retriable. The version is checked again under the write lock, since the server
+    and a `hookbot deliveries` command may open the file at the same time.
+    """
+    converted = False
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION:
+            columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(deliveries)")}
+            converted = "body" in columns
+            if version == 1:
+                statements: tuple[str, ...] = MIGRATE_FROM_V1
+            else:
+                statements = MIGRATE_FROM_V0 if converted else SCHEMA
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    if converted:
+        compact(conn)
+
+
+def compact(conn: sqlite3.Connection) -> None:
+    """Once after converting a version 0 journal: give back the space of the dropped bodies, and take PAGE_SIZE.
+
+    A version 0 file held every body for KEEP_FINISHED_SECONDS and SQLite never shrinks a file by itself. The
+    page size can change only outside WAL mode, so the file leaves it for the VACUUM (atomic, under a rollback
+    journal). Only an optimisation: while another connection has the file open SQLite refuses to leave WAL mode,
+    and the journal simply stays as it is.
+    """
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute("VACUUM")
+    except sqlite3.OperationalError as exc:
+        log.info("journal converted but not compacted (%s); it works as it is", exc)
+    finally:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+# -- the inbox's operations: each runs inside one group commit on the writer's thread -------------------------
+
+AdmissionRow = tuple[str, str, str, float, bytes, float, str | None, str | None]
+StoredDelivery = tuple[str, str, str, float, bytes]  # delivery_id, event, source, received_at, body
+
+
+def record_admission(conn: sqlite3.Connection, row: AdmissionRow) -> State:
+    """Journal a delivery at the door (see INSERT): its state after this commit, QUEUED when it is to run now."""
+    key, event, source, received_at, body, now, action, repository = row
+    if conn.execute(INSERT, (key, event, source, received_at, now, action, repository)).rowcount:
+        conn.execute(INSERT_BODY, (body, key))
+        return QUEUED
+    return State(conn.execute(STATE_OF, (key,)).fetchone()[0])
+
+
+def begin_attempt(conn: sqlite3.Connection, key: str, now: float) -> int:
+    """Count an attempt of a delivery taken from the journal (not at the door); its number, 0 when it is gone."""
+    row = conn.execute(BEGIN_ATTEMPT, (now, key)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def schedule_retry(conn: sqlite3.Connection, key: str, at: float, error: str, now: float) -> None:
+    conn.execute(RETRY_LATER, (at, error, now, key))
+
+
+def record_outcome(conn: sqlite3.Connection, key: str, state: State, error: str | None, now: float) -> None:
+    """Mark a delivery finished; a done one will never run again, so its body goes."""
+    if state == DONE:
+        conn.execute(DELETE_BODY, (key,))
+    conn.execute(FINISH, (state, error, now, key))
+
+
+def recover(conn: sqlite3.Connection, keep_after: float) -> list[str]:
+    """At start: prune finished rows older than ``keep_after`` and orphan bodies; the unfinished deliveries' ids."""
+    conn.execute(PRUNE_FINISHED, (keep_after,))
+    conn.execute(PRUNE_BODIES)
+    return [str(row[0]) for row in conn.execute(UNFINISHED_IDS)]
+
+
+def due(conn: sqlite3.Connection, now: float, limit: int, exclude: frozenset[str]) -> list[StoredDelivery]:
+    """Up to ``limit`` unfinished deliveries due by ``now`` and not in ``exclude``, oldest first, with their bodies."""
+    ids = [str(row[0]) for row in conn.execute(DUE, (now, limit + len(exclude))) if row[0] not in exclude][:limit]
+    return [conn.execute(RESTORE, (key,)).fetchone() for key in ids]
+
+
+# -- the `hookbot deliveries` command: short synchronous reads and writes of the same file ---------------------
+
+
+def recent_deliveries(path: Path, *, failed_only: bool = False, limit: int = 50) -> list[JournalRow]:
+    conn = connect(path)
+    try:
+        rows = conn.execute(RECENT, (int(failed_only), limit)).fetchall()
+    finally:
+        conn.close()
+    return [JournalRow(*row) for row in rows]
+
+
+def resolve_ids(path: Path, given: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Full delivery ids for what a user typed: a full id, or the start of one (the short form tables show).
+
+    Returns the ids found (or, when nothing starts so, the text as given) and a line for each ambiguous one.
+    """
+    conn = connect(path)
+    found: list[str] = []
+    problems: list[str] = []
+    try:
+        for text in given:
+            pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            matches = [str(row[0]) for row in conn.execute(MATCHING_IDS, (text, pattern))]
+            if text in matches or len(matches) <= 1:
+                found.append(text if text in matches or not matches else matches[0])
+            else:
+                problems.append(f"{text}: the start of {len(matches)} delivery ids; give more of it")
+    finally:
+        conn.close()
+    return found, problems
+
+
+def requeue(path: Path, ids: Iterable[str] = (), *, all_failed: bool = False) -> list[str]:
+    """Queue failed deliveries again; a running server picks them up within a poll, else the next start does.
+
+    Re-queueing (rather than running the handlers in this process) keeps the journal the only place work is
+    taken from, so a delivery can never run in the CLI and in the server at once.
+    """
+    conn = connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        if all_failed:
+            keys = [str(row[0]) for row in conn.execute(FAILED_IDS)]
+        else:
+            keys = [key for key in ids if conn.execute(IS_FAILED, (key,)).fetchone()]
+        now = time.time()
+        conn.executemany(REQUEUE, [(now, key) for key in keys])
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return keys
