@@ -5,17 +5,22 @@ BIN := $(VENV)/bin
 
 .PHONY: run test lint bench clean test-container
 
-# The example plugin is installed too (not named in any config, so it does not run): the tests then prove that an
-# installed third-party plugin changes nothing until it is named, and examples/labeler's own test keeps the
-# plugin contract honest.
-$(BIN)/.installed: pyproject.toml examples/labeler/pyproject.toml
+# What `hookbot serve` needs and nothing more: `make run` on a fresh clone installs no test tools.
+$(BIN)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# `make test` adds the test tools to the same venv. The example plugin is installed too (not named in any config,
+# so it does not run): the tests then prove that an installed third-party plugin changes nothing until it is
+# named, and examples/labeler's own test keeps the plugin contract honest.
+$(BIN)/.installed: $(BIN)/.runtime pyproject.toml examples/labeler/pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps -e examples/labeler
 	touch $@
 
-run: $(BIN)/.installed
+run: $(BIN)/.runtime
 	$(BIN)/hookbot serve
 
 lint: $(BIN)/.installed

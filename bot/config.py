@@ -240,7 +240,8 @@ def _core_sections() -> tuple[Section, ...]:
                     "dry_run",
                     "bool",
                     None,
-                    "log actions instead of doing them; unset: dry-run exactly when no GitHub credentials are set",
+                    "log actions instead of doing them; unset: dry-run exactly when no GitHub credentials are set; "
+                    "`0` without them refuses to start when a loaded plugin needs them",
                     env="HOOKBOT_DRY_RUN",
                 ),
                 Setting(

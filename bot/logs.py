@@ -113,6 +113,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def _console_value(value: Any) -> str:
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        value = ",".join(value)
     text = redact(value) if isinstance(value, str) else orjson.dumps(value, default=str).decode()
     if not text or any(char in text for char in ' ="\n'):
         return orjson.dumps(text).decode()
@@ -135,14 +137,15 @@ class ConsoleFormatter(logging.Formatter):
         delivery_id = current_delivery.get()
         fields = getattr(record, "fields", None)
         pairs: list[str] = []
+        message = redact(record.getMessage())
         if isinstance(fields, dict):
             delivery_id = delivery_id or fields.get("delivery")
             for key, value in fields.items():
                 if key == "delivery" or value is None:
                     continue
                 shown = REDACTED if key.lower() in _SECRET_FIELDS else _console_value(value)
-                pairs.append(f"{key}={shown}")
-        message = redact(record.getMessage())
+                if shown.strip('"') not in message:  # a person reads it once; JSON keeps it as a field
+                    pairs.append(f"{key}={shown}")
         if pairs:
             message = f"{message:<{self.MESSAGE_WIDTH}} {' '.join(pairs)}"
         ident = short_id(str(delivery_id)) if delivery_id else "-"

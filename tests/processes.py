@@ -95,8 +95,8 @@ class Server:
     def log_size(self) -> int:
         return (self.tmp_path / "server.log").stat().st_size
 
-    async def post(self, body: bytes, delivery_id: str) -> int:
-        headers = github_headers(body, "issues", delivery_id=delivery_id)
+    async def post(self, body: bytes, delivery_id: str, event: str = "issues") -> int:
+        headers = github_headers(body, event, delivery_id=delivery_id)
         async with (
             aiohttp.ClientSession() as session,
             session.post(f"{self.url}/webhook", data=body, headers=headers) as response,

@@ -376,3 +376,25 @@ async def test_slow_endless_request_heads_are_dropped(hostile_server: Server) ->
         if writer is not None:
             writer.close()
     report_and_check(server, "400 endless 1 MiB request heads", log_before)
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    _, url = fake_github
+    server = Server(tmp_path, url, "[server]\nidle_timeout_seconds = 1\n")
+    await server.start()
+    try:
+        silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        half_reader, half_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        half_writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never completed
+        kept_reader, kept_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        kept_writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # answered, then kept alive
+        assert (await kept_reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        # well inside aiohttp's own 75 s default: closed by the 1 s idle timeout (30 s only bounds a failure)
+        for reader in (silent_reader, half_reader, kept_reader):
+            assert await closed_by_server(reader, timeout=30)
+        for writer in (silent_writer, half_writer, kept_writer):
+            writer.close()
+    finally:
+        assert await server.stop() == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,15 +18,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.config import GitHubSettings
+from bot.config import ConfigError, GitHubSettings
 from bot.context import ActionLog
 from bot.delivery import Delivery
 from bot.github import GitHubClients
 from bot.logs import JsonFormatter
 from bot.plugin import Event
+from bot.runtime import Runtime
 from handlers.audit.records import REDACTED, build_record, configure
 from tests.fake_github import FakeGitHub
-from tests.helpers import fixture_bytes, installation_token_2026
+from tests.helpers import fixture_bytes, installation_token_2026, make_settings
 
 TOKEN_2026 = installation_token_2026()
 CLASSIC = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
@@ -92,9 +94,14 @@ def test_audit_scans_values_even_with_no_redact_list_and_redact_values_false_kee
     assert kept["pusher"]["Email"] == "Codertocat@octocat.org"
 
 
-def test_redact_values_must_be_a_boolean() -> None:
-    with pytest.raises(ValueError, match="redact_values must be true or false"):
-        configure({"destination": "file:///unused/", "redact_values": "no"})
+def test_redact_values_is_a_setting_of_the_audit_section(tmp_path: Path) -> None:
+    """Through hookbot's own config loading, which checks every key of a section against the plugin's SETTINGS."""
+    section = '[hookbot]\nhandlers = ["audit"]\n[audit]\ndestination = "file:///unused/"\n'
+    runtime = Runtime.build(make_settings(tmp_path, section + "redact_values = false\n"))
+    (plugin,) = runtime.dispatcher.plugins
+    assert plugin.config.redact_values is False
+    with pytest.raises(ConfigError, match="redact_values"):
+        Runtime.build(make_settings(tmp_path, section + 'redact_values = "no"\n'))
 
 
 async def test_the_app_token_cache_hands_on_a_2026_token_whole(fake_github: tuple[FakeGitHub, str]) -> None:

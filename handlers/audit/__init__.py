@@ -24,7 +24,13 @@ SETTINGS = Section(
     "audit",
     (
         Setting("destination", "text", None, "`dynamodb://TABLE`, `s3://BUCKET/PREFIX/` or `file:///DIR/`"),
-        Setting("redact", "list", (), "key paths replaced by `[redacted]` (`**.email`, `sender.*_url`)"),
+        Setting("redact", "list", (), "key paths replaced by `[redacted]` (`**.email`, `sender.*_url`), any case"),
+        Setting(
+            "redact_values",
+            "bool",
+            True,
+            "also replace e-mail addresses inside values (credentials inside values always are)",
+        ),
         Setting("events", "list", ("*",), "which deliveries to record (event or event.action)"),
         Setting("ttl_days", "int", 90, "DynamoDB: how long a record is kept (the expires_at attribute)"),
     ),
