@@ -337,8 +337,8 @@ def log_startup(runtime: Runtime, secret_from: str) -> None:
 
 
 def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: Sequence[Path] = ()) -> int:
+    from bot.serve_loop import AcceptErrorLog, connection_cap, raise_open_files_limit, run_until_signalled, serve_app
     from bot.server import create_app, create_metrics_app
-    from bot.server_limits import AcceptErrorLog, connection_cap, raise_open_files_limit, run_until_signalled, serve_app
 
     keep_files_private()
     open_files = raise_open_files_limit()
