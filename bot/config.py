@@ -28,6 +28,40 @@ class ConfigError(Exception):
     """A setting a user got wrong; the message says which and how to fix it."""
 
 
+# An HMAC keyed with an empty or short secret is one an attacker can compute or guess: hookbot refuses to start
+# with one rather than accept deliveries signed with it. GitHub accepts any secret, so the check is ours.
+MIN_SECRET_BYTES = 16
+
+
+def check_webhook_secret(value: str, source: str) -> str:
+    """``value`` when it is a webhook secret worth the name; else a ConfigError naming ``source`` and the fix."""
+    size = len(value.encode())
+    if value.strip() and size >= MIN_SECRET_BYTES:
+        return value
+    what = "blank" if not value.strip() else f"only {size} bytes"
+    raise ConfigError(
+        f"the webhook secret in {source} is {what}; it needs at least {MIN_SECRET_BYTES}: make one with "
+        "`openssl rand -hex 32` and set the same value in GitHub's webhook settings"
+    )
+
+
+def check_webhook_secrets(github: Mapping[str, Resolved], env: Mapping[str, str]) -> None:
+    """The configured webhook secret and every previous one, each named by where it came from when refused."""
+    current = github["webhook_secret"]
+    if current.value is not None:
+        source = f"[github] webhook_secret of {current.origin}"
+        if current.source == "env":
+            references = (
+                ("SSM parameter", env.get("GITHUB_WEBHOOK_SECRET_SSM_PARAMETER", "").strip()),
+                ("Secrets Manager secret", env.get("GITHUB_WEBHOOK_SECRET_SECRETS_MANAGER_ID", "").strip()),
+            )
+            source = current.origin + "".join(f" (from {kind} {ref})" for kind, ref in references if ref)
+        check_webhook_secret(current.value, source)
+    previous = github["previous_secrets"]
+    for index, value in enumerate(previous.value):
+        check_webhook_secret(value, f"[github] previous_secrets[{index}] of {previous.origin}")
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The valid name a typo most likely meant, or None when nothing is close."""
     matches = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
@@ -614,6 +648,7 @@ def load_settings(env: Mapping[str, str], config_path_: str | Path | None = None
     data = _read_file(path) if path else {}
     where = str(path) if path else "config"
     resolved = resolve(data, env, where)
+    check_webhook_secrets(resolved["github"], env)
 
     def values(section: str) -> dict[str, Any]:
         return {key: item.value for key, item in resolved[section].items()}

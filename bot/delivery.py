@@ -6,6 +6,7 @@ cannot tell, and need not care, whether the event came over HTTP, through SNS, f
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -52,7 +53,8 @@ class Delivery:
     """A verified event, ready for dispatch.
 
     ``body`` keeps the bytes exactly as they arrived, so a relay can forward them with the original HMAC
-    still valid, and an inbox can persist them without re-serialising.
+    still valid, and an inbox can persist them without re-serialising. ``sns_message_id`` is the SNS message
+    a GitHub delivery came in, when it came through SNS.
     """
 
     event: str
@@ -61,6 +63,24 @@ class Delivery:
     body: bytes
     source: Source
     received_at: float = field(default_factory=time.time)
+    sns_message_id: str | None = None
+    body_sha256: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.body_sha256:
+            object.__setattr__(self, "body_sha256", hashlib.sha256(self.body).hexdigest())
+
+    @property
+    def replay_keys(self) -> tuple[str, ...]:
+        """De-duplication keys besides the delivery id, each meaning "this was seen already".
+
+        GitHub's HMAC covers the body, not X-GitHub-Delivery: a signed body replayed under a new delivery id is
+        still the same delivery, so the body's SHA-256 is a key. So is the SNS MessageId, which SNS keeps when it
+        delivers a message again. A delivery made in code without a body (a test's) has no body key: only a body
+        says what a delivery is.
+        """
+        keys = (f"sha256:{self.body_sha256}",) if self.body else ()
+        return (*keys, f"sns:{self.sns_message_id}") if self.sns_message_id else keys
 
     @property
     def action(self) -> str | None:

@@ -121,7 +121,7 @@ class Dispatcher:
                 # GitHub; the same answer however often it comes.
                 result.outcomes = [Outcome(plugin.name, "skipped", 0.0) for plugin, _ in routes]
                 return result
-            if not await self.dedupe.claim(delivery.delivery_id):
+            if not await self._claim(delivery):
                 result.duplicate = True
                 return result
             actions = ActionLog(dry_run=self.dry_run)
@@ -130,7 +130,7 @@ class Dispatcher:
                 # Only GitHub events can be the bot's own; an S3 upload must not need GitHub to be reachable.
                 bot_login = await self.github.bot_login() if delivery.from_github else None
             except Exception as exc:
-                await self.dedupe.release(delivery.delivery_id)
+                await self._release(delivery)
                 log.exception("cannot make a GitHub client", extra={"fields": _fields(delivery)})
                 result.outcomes.append(Outcome("github-auth", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
                 return result
@@ -138,14 +138,14 @@ class Dispatcher:
                 configs = await self._repository_configs(gh, delivery, config_pushed)
             except Exception as exc:
                 # Applying the server's config instead could undo what the repository switched off: retry later.
-                await self.dedupe.release(delivery.delivery_id)
+                await self._release(delivery)
                 log.exception("cannot read the repository's config", extra={"fields": _fields(delivery)})
                 result.outcomes.append(Outcome("repo-config", "failed", 0.0, f"{type(exc).__name__}: {exc}"))
                 return result
             result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login, configs)
             result.actions = actions.lines
             if result.ok:
-                await self.dedupe.mark_done(delivery.delivery_id)
+                await self._mark_done(delivery)
                 # The per-plugin marks serve only retries of a partly failed delivery; a finished one needs none.
                 for outcome in result.outcomes:
                     if outcome.status == "ok":
@@ -153,7 +153,7 @@ class Dispatcher:
                 if config_pushed:
                     await self.dedupe.forget(f"{delivery.delivery_id}/{REPORT_KEY}")
             else:
-                await self.dedupe.release(delivery.delivery_id)
+                await self._release(delivery)
             return result
         finally:
             # One line per delivery at its end, whatever happened: a first test push never seems to vanish.
@@ -164,6 +164,30 @@ class Dispatcher:
             level = logging.WARNING if result.summary == "failed" else logging.INFO
             log.log(level, "delivery %s", result.summary, extra={"fields": fields})
             current_delivery.reset(token)
+
+    async def _claim(self, delivery: Delivery) -> bool:
+        """Claim the delivery id and every replay key (its body's SHA-256, its SNS message): all or nothing.
+
+        A key already taken means the same delivery is done or running, under this id or another one.
+        """
+        claimed: list[str] = []
+        for key in (delivery.delivery_id, *delivery.replay_keys):
+            if not await self.dedupe.claim(key):
+                for taken in claimed:
+                    await self.dedupe.release(taken)
+                what = "delivery" if key == delivery.delivery_id else "the same body under another delivery id"
+                log.info("%s already handled or in progress; skipped", what, extra={"fields": _fields(delivery)})
+                return False
+            claimed.append(key)
+        return True
+
+    async def _release(self, delivery: Delivery) -> None:
+        for key in (delivery.delivery_id, *delivery.replay_keys):
+            await self.dedupe.release(key)
+
+    async def _mark_done(self, delivery: Delivery) -> None:
+        for key in (delivery.delivery_id, *delivery.replay_keys):
+            await self.dedupe.mark_done(key)
 
     async def _repository_configs(self, gh: Any, delivery: Delivery, config_pushed: bool) -> Mapping[str, Any]:
         """Each plugin's config for the delivery's repository (.github/hookbot.yml under the server's ceiling).

@@ -35,12 +35,12 @@ from bot.journal import (
     AdmissionRow,
     JournalRow,
     State,
+    admit_unless_replayed,
     begin_attempt,
     connect,
     due,
     journal_path,
     recent_deliveries,
-    record_admission,
     record_outcome,
     recover,
     requeue,
@@ -191,7 +191,9 @@ class JournalInbox:
             delivery.repository,
         )
 
-        committed = self._journal.write(functools.partial(record_admission, row=row))
+        committed = self._journal.write(
+            functools.partial(admit_unless_replayed, row=row, body_sha256=delivery.body_sha256)
+        )
         # The bookkeeping after the commit runs as a callback, not after the await below: a request cancelled
         # while waiting (the client hung up) must still get its committed delivery queued for a worker.
         committed.add_done_callback(functools.partial(self._admitted, delivery))
@@ -200,7 +202,7 @@ class JournalInbox:
         except Exception:
             log.exception("could not write delivery %s to the journal; answering busy", key)
             return "busy"
-        return "duplicate" if state == DONE else "accepted"
+        return "duplicate" if state in (None, DONE) else "accepted"  # None: the body came before, under another id
 
     async def _pace(self) -> None:
         """Hold a new delivery back while workers are behind, until one of them takes a delivery (or briefly).
@@ -220,7 +222,7 @@ class JournalInbox:
             timer.cancel()
 
     def _admitted(self, delivery: Delivery, committed: asyncio.Future[State]) -> None:
-        if committed.cancelled() or committed.exception() is not None or committed.result() == DONE:
+        if committed.cancelled() or committed.exception() is not None or committed.result() in (None, DONE):
             self._forget(delivery.delivery_id)
             return
         self._ready.put_nowait((delivery, True))

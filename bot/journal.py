@@ -104,6 +104,18 @@ RESTORE = (
 )
 PRUNE_FINISHED = f"DELETE FROM deliveries WHERE state IN ('{DONE}', '{FAILED}') AND updated_at < ?"
 PRUNE_BODIES = "DELETE FROM bodies WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE id = bodies.id)"
+# The SHA-256 of every body the journal holds a row for, with the row's delivery id. GitHub's HMAC covers the body
+# but not X-GitHub-Delivery, so a signed body replayed under another delivery id is answered as a duplicate from
+# here. A table of its own (created on open, at any schema version) rather than a column: its rows go with the
+# deliveries they belong to when those are pruned.
+SEEN_BODIES = (
+    "CREATE TABLE IF NOT EXISTS seen_bodies (sha256 TEXT PRIMARY KEY, delivery_id TEXT NOT NULL) WITHOUT ROWID"
+)
+SEEN_BODY = "SELECT delivery_id FROM seen_bodies WHERE sha256 = ?"
+REMEMBER_BODY = "INSERT OR IGNORE INTO seen_bodies (sha256, delivery_id) VALUES (?, ?)"
+PRUNE_SEEN_BODIES = (
+    "DELETE FROM seen_bodies WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE delivery_id = seen_bodies.delivery_id)"
+)
 UNFINISHED_IDS = f"SELECT delivery_id FROM deliveries WHERE {UNFINISHED}"
 RECENT = (
     "SELECT delivery_id, event, source, received_at, state, attempts, updated_at, error, action, repository"
@@ -168,6 +180,7 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
         migrate(conn)
+    conn.execute(SEEN_BODIES)
     return conn
 
 
@@ -234,6 +247,18 @@ def record_admission(conn: sqlite3.Connection, row: AdmissionRow) -> State:
     return State(conn.execute(STATE_OF, (key,)).fetchone()[0])
 
 
+def admit_unless_replayed(conn: sqlite3.Connection, row: AdmissionRow, body_sha256: str) -> State | None:
+    """:func:`record_admission`, unless the body is journaled under another delivery id: then None, a replay
+    (nothing stored). GitHub's own redelivery keeps the id, so it is still admitted (a dead letter runs again)."""
+    key = row[0]
+    earlier = conn.execute(SEEN_BODY, (body_sha256,)).fetchone()
+    if earlier is not None and earlier[0] != key:
+        return None
+    state = record_admission(conn, row)
+    conn.execute(REMEMBER_BODY, (body_sha256, key))
+    return state
+
+
 def begin_attempt(conn: sqlite3.Connection, key: str, now: float) -> int:
     """Count an attempt of a delivery taken from the journal (not at the door); its number, 0 when it is gone."""
     row = conn.execute(BEGIN_ATTEMPT, (now, key)).fetchone()
@@ -255,6 +280,7 @@ def recover(conn: sqlite3.Connection, keep_after: float) -> list[str]:
     """At start: prune finished rows older than ``keep_after`` and orphan bodies; the unfinished deliveries' ids."""
     conn.execute(PRUNE_FINISHED, (keep_after,))
     conn.execute(PRUNE_BODIES)
+    conn.execute(PRUNE_SEEN_BODIES)
     return [str(row[0]) for row in conn.execute(UNFINISHED_IDS)]
 
 

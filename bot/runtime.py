@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.aws import AwsClients
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Settings, check_webhook_secret
 from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, MemoryDedupeStore
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
@@ -141,13 +141,28 @@ def ensure_webhook_secret(state_dir: Path) -> tuple[str, bool]:
 
     hookbot never runs unauthenticated: with no secret configured it makes a strong one and keeps it, so
     restarts keep accepting the deliveries GitHub signs with it.
+
+    The file appears whole or not at all: the secret is written and synced under a temporary name, then linked
+    to its real name (which, unlike a rename, never replaces a file another process made meanwhile). A file
+    that is blank or short anyway (a ``touch``, an empty mounted secret) is refused, never used as a key.
     """
     path = state_dir / SECRET_FILE
-    if path.is_file():
-        return path.read_text().strip(), False
-    state_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value + "\n")
-    return value, True
+    if not path.is_file():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_hex(32)
+        temporary = state_dir / f".{SECRET_FILE}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the one to keep (and was printed by them)
+        else:
+            return value, True
+        finally:
+            temporary.unlink(missing_ok=True)
+    source = f"the generated file {path} (delete it to have a new one made, or write your own)"
+    return check_webhook_secret(path.read_text().strip(), source), False

@@ -13,6 +13,7 @@ A Notification carries one of three things:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,15 +86,14 @@ def deliveries_from_notification(
         signature = attributes.get(SIGNATURE_ATTRIBUTE)
         if signature or require_github_signature:
             verify_signature(body, signature_256=signature, signature_sha1=None, secrets=secrets)
-        return [
-            delivery_from_github(
-                body,
-                event=attributes.get(EVENT_ATTRIBUTE),
-                delivery_id=attributes.get(DELIVERY_ATTRIBUTE),
-                content_type=stored_body_type(body),
-                source=source,
-            )
-        ]
+        delivery = delivery_from_github(
+            body,
+            event=attributes.get(EVENT_ATTRIBUTE),
+            delivery_id=attributes.get(DELIVERY_ATTRIBUTE),
+            content_type=stored_body_type(body),
+            source=source,
+        )
+        return [dataclasses.replace(delivery, sns_message_id=message.message_id)]
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -111,4 +111,5 @@ def deliveries_from_notification(
         raise Refusal(
             401, "SNS Message has no X-Hub-Signature-256 attribute and [sns] require_github_signature is true"
         )
-    return [Delivery(event=event, delivery_id=f"sns-{message.message_id}", payload=document, body=body, source=source)]
+    delivery_id = f"sns-{message.message_id}"
+    return [Delivery(event=event, delivery_id=delivery_id, payload=document, body=body, source=source)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -65,8 +66,13 @@ def show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Callabl
     yield run
 
 
+_copies = itertools.count()
+
+
 def push_delivery() -> Delivery:
-    body = fixture_bytes("github/push.json")
+    """The push fixture as a delivery of its own: its body differs by trailing whitespace from every other one
+    (the payload is the same), since the same body under another delivery id is a replay, not a new delivery."""
+    body = fixture_bytes("github/push.json") + b" " * next(_copies)
     return Delivery("push", str(uuid.uuid4()), json.loads(body), body, "github-http", received_at=1_790_000_000.5)
 
 

@@ -19,7 +19,7 @@ def put_parameter(name: str, value: str) -> None:
 
 
 def test_ssm_securestrings_fill_the_settings(moto: str, tmp_path: Path) -> None:
-    put_parameter("/hookbot/webhook-secret", "from-ssm-secret")
+    put_parameter("/hookbot/webhook-secret", "from-ssm-secret-0123456789")
     put_parameter("/hookbot/github-token", "ghp_from_ssm")
     env = {
         "GITHUB_WEBHOOK_SECRET_SSM_PARAMETER": "/hookbot/webhook-secret",
@@ -29,14 +29,14 @@ def test_ssm_securestrings_fill_the_settings(moto: str, tmp_path: Path) -> None:
 
     settings = load_settings(env)
 
-    assert settings.github.webhook_secret == "from-ssm-secret"
+    assert settings.github.webhook_secret == "from-ssm-secret-0123456789"
     assert settings.github.token == "ghp_from_ssm"
     assert "GITHUB_TOKEN" not in env  # the caller's mapping is left alone
 
 
 def test_secrets_manager_fills_a_github_app_key(moto: str, tmp_path: Path) -> None:
     arn = boto3.client("secretsmanager").create_secret(Name="hookbot/app-key", SecretString=PRIVATE_KEY)["ARN"]
-    env = {"GITHUB_APP_ID": "12345", "GITHUB_PRIVATE_KEY_SECRETS_MANAGER_ID": arn, "GITHUB_WEBHOOK_SECRET": "s"}
+    env = {"GITHUB_APP_ID": "12345", "GITHUB_PRIVATE_KEY_SECRETS_MANAGER_ID": arn, "GITHUB_WEBHOOK_SECRET": "s" * 16}
 
     settings = load_settings(env)
 

@@ -323,9 +323,10 @@ def test_the_client_overrides_only_gidgethubs_public_methods_and_documented_hook
     from gidgethub import abc as gh_abc
 
     from bot.github import DryRunGitHubAPI, HookbotGitHubAPI
+    from bot.github_calls import PlainCalls
 
     documented = {"_request", "sleep", "manage_rate_limit", "handle_rate_limit_error"}
-    for client in (HookbotGitHubAPI, DryRunGitHubAPI):
+    for client in (PlainCalls, HookbotGitHubAPI, DryRunGitHubAPI):
         methods = {name for name, value in vars(client).items() if callable(value) and not name.startswith("__")}
         overridden = {name for name in methods if hasattr(gh_abc.GitHubAPI, name)}
         assert {name for name in overridden if name.startswith("_")} <= documented, client

@@ -38,7 +38,13 @@ from tests.helpers import fixture_bytes, github_headers, make_settings
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 
 
-def delivery(n: int, body: bytes = ISSUE_OPENED) -> Delivery:
+def numbered_body(n: int) -> bytes:
+    """ISSUE_OPENED made distinct per ``n``: the journal takes the same body under another id as a replay."""
+    return ISSUE_OPENED.rstrip()[:-1] + f', "test_n": {n}}}'.encode()
+
+
+def delivery(n: int, body: bytes | None = None) -> Delivery:
+    body = numbered_body(n) if body is None else body
     return Delivery(event="issues", delivery_id=f"d-{n}", payload={"n": n}, body=body, source="github-http")
 
 
@@ -167,8 +173,8 @@ async def test_full_inbox_answers_503_with_retry_after(
     settings = make_settings(tmp_path, "[server]\nqueue_size = 2\nworkers = 1\n", GITHUB_TOKEN="t", GITHUB_API_URL=url)
     client: TestClient = await aiohttp_client(create_app(Runtime.build(settings, secrets_=webhook_secrets(settings))))
     answers = [
-        (await client.post("/webhook", data=ISSUE_OPENED, headers=github_headers(ISSUE_OPENED, "issues")))
-        for _ in range(3)
+        (await client.post("/webhook", data=body, headers=github_headers(body, "issues")))
+        for body in map(numbered_body, range(3))
     ]
     assert [a.status for a in answers] == [202, 202, 503]
     assert answers[2].headers["Retry-After"] == "5"
@@ -298,7 +304,7 @@ async def test_a_journal_of_the_old_schema_is_migrated_on_open_without_losing_wo
         assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-        assert tables == {"deliveries", "bodies"}
+        assert tables == {"deliveries", "bodies", "seen_bodies"}
 
     process = Recorder()
     inbox = make_inbox(tmp_path, process, max_attempts=5)

@@ -237,3 +237,26 @@ async def test_lambda_events_of_unknown_shape_are_one_refusal_and_a_normal_retur
     assert "refused" in result
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1 and not lines[0].exc_info
+
+
+@pytest.mark.parametrize("door", DOORS)
+async def test_a_signed_body_replayed_under_new_delivery_ids_is_a_duplicate(doors: Doors, door: str) -> None:
+    """The HMAC covers the body, not X-GitHub-Delivery: a replay under a fresh id must not act again."""
+    first = await doors.send(door, github_headers(ISSUE_OPENED, "issues"), ISSUE_OPENED)
+    assert accepted(door, *first), first
+    await doors.settle(door)
+    for _ in range(3):
+        status, document = await doors.send(door, github_headers(ISSUE_OPENED, "issues"), ISSUE_OPENED)
+        assert status == 200 and document["status"] in ("already handled", "duplicate"), (status, document)
+    await doors.settle(door)
+    assert len(doors.fake.posted_comments()) == 1
+
+
+@pytest.mark.parametrize("door", DOORS)
+async def test_a_replay_with_another_event_name_is_a_duplicate_too(doors: Doors, door: str) -> None:
+    assert accepted(door, *await doors.send(door, github_headers(ISSUE_OPENED, "issues"), ISSUE_OPENED))
+    await doors.settle(door)
+    status, document = await doors.send(door, github_headers(ISSUE_OPENED, "issue_comment"), ISSUE_OPENED)
+    assert status == 200, document
+    await doors.settle(door)
+    assert len(doors.fake.posted_comments()) == 1
