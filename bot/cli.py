@@ -507,7 +507,8 @@ def repo_file_check(path: Path, loaded: list[Plugin]) -> int:
 
     Its ``_extends`` is not followed: that needs GitHub, and the base file gets its own check where it lives.
     """
-    from bot.repo_config import EXTENDS_KEY, RepoConfigError, describe_effect, effective_configs, parse_repo_file
+    from bot.repo_config import EXTENDS_KEY, describe_effect, effective_configs
+    from bot.repo_config_yaml import RepoConfigError, parse_repo_file
 
     ceiling = server_ceiling(loaded)
     try:
