@@ -278,9 +278,12 @@ _entry_lock = threading.Lock()
 def build_entry(env: Mapping[str, str]) -> LambdaEntry:
     """The cold start: settings from ``env``, the Runtime, and the de-dup table's key schema checked once."""
     from bot.config import ConfigError, load_settings
+    from bot.logs import setup_logging
     from bot.runtime import Runtime
 
-    runtime = Runtime.build(load_settings(env))
+    settings = load_settings(env)
+    setup_logging(settings.log_format, settings.log_level or "info")
+    runtime = Runtime.build(settings)
     try:
         runtime.check_dedupe_table()
     except ConfigError as exc:
@@ -296,7 +299,7 @@ def _default_entry() -> LambdaEntry:
         if _entry is None:
             from bot.logs import setup_logging
 
-            setup_logging()
+            setup_logging()  # JSON until the settings say otherwise: a config error is logged too
             _entry = build_entry(os.environ)
         return _entry
 

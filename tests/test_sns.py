@@ -332,13 +332,18 @@ async def test_cache_is_bounded_and_expires(signer: Signer) -> None:
     assert len(get.fetched) == 5
 
 
-async def test_failed_fetch_is_503_and_not_cached(signer: Signer) -> None:
+async def test_failed_fetch_is_503_and_remembered_for_a_minute(signer: Signer) -> None:
+    now = [0.0]
     get = CountingGet()
-    fetcher = SnsFetcher(get)
+    fetcher = SnsFetcher(get, clock=lambda: now[0])
     with pytest.raises(Refusal) as caught:
         await fetcher.certificate(CERT_URL)
-    assert caught.value.status == 503
+    assert caught.value.status == 503 and caught.value.retry_after == 60
     get.pages[CERT_URL] = signer.pem
+    with pytest.raises(Refusal):
+        await fetcher.certificate(CERT_URL)  # answered from memory: no second fetch
+    assert get.fetched == [CERT_URL]
+    now[0] = 61.0
     assert await fetcher.certificate(CERT_URL) == signer.pem
 
 
