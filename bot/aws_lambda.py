@@ -216,8 +216,10 @@ def _default_entry() -> LambdaEntry:
             from bot.logs import setup_logging
             from bot.runtime import Runtime
 
-            setup_logging()
-            _entry = LambdaEntry(Runtime.build(load_settings(os.environ)))
+            setup_logging()  # JSON until the settings say otherwise: a config error is logged too
+            settings = load_settings(os.environ)
+            setup_logging(settings.log_format, settings.log_level or "info")
+            _entry = LambdaEntry(Runtime.build(settings))
         return _entry
 
 

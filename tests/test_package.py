@@ -202,6 +202,11 @@ def test_hookbot_package_builds_an_importable_arm64_zip_with_pip(tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {output}:" in result.stdout and "MB zipped" in result.stdout
+    # not silent for the many seconds it takes: each step as it starts, the size at the end
+    steps = result.stdout.splitlines()
+    assert steps[0].startswith("building the hookbot wheel from ")
+    assert steps[1] == "resolving and downloading dependencies: Python 3.12 manylinux wheels for arm64 ..."
+    assert f"zipping into {output} ..." in steps and steps[-1].startswith(f"wrote {output}:")
     assert ("no bytecode in the zip" in result.stderr) == (LAMBDA_PYTHON is None)
 
     with zipfile.ZipFile(output) as archive:

@@ -22,11 +22,11 @@ from tests.fake_github import FakeGitHub
 from tests.helpers import make_settings
 
 HOOK = "/repos/Codertocat/Hello-World/hooks/1"
-NOW = time.time()
 
 
 def attempt(id_: int, guid: str, minutes_ago: float, status_code: int, redelivery: bool = False) -> dict[str, Any]:
-    stamp = datetime.fromtimestamp(NOW - minutes_ago * 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Relative to now, when the test runs: the windows below (15m, 1h) must not drift with the suite's length.
+    stamp = datetime.fromtimestamp(time.time() - minutes_ago * 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "id": id_,
         "guid": guid,
@@ -40,20 +40,21 @@ def attempt(id_: int, guid: str, minutes_ago: float, status_code: int, redeliver
     }
 
 
-# Newest first, as GitHub lists them.
-LOG = [
-    attempt(9, "g-fixed", 5, 202, redelivery=True),  # failed, then redelivered successfully: leave it
-    attempt(8, "g-down", 10, 0),  # no answer at all (hookbot was down)
-    attempt(7, "g-busy", 20, 503, redelivery=True),  # failed twice: redeliver the latest
-    attempt(6, "g-ok", 25, 202),
-    attempt(5, "g-fixed", 30, 502),
-    attempt(4, "g-busy", 40, 503),
-    attempt(3, "g-old", 120, 500),  # outside the window
-]
+def hook_log() -> list[dict[str, Any]]:
+    """A hook's recent deliveries, newest first, as GitHub lists them."""
+    return [
+        attempt(9, "g-fixed", 5, 202, redelivery=True),  # failed, then redelivered successfully: leave it
+        attempt(8, "g-down", 10, 0),  # no answer at all (hookbot was down)
+        attempt(7, "g-busy", 20, 503, redelivery=True),  # failed twice: redeliver the latest
+        attempt(6, "g-ok", 25, 202),
+        attempt(5, "g-fixed", 30, 502),
+        attempt(4, "g-busy", 40, 503),
+        attempt(3, "g-old", 120, 500),  # outside the window
+    ]
 
 
 def test_to_redeliver_picks_the_latest_failed_attempt_of_each_unrecovered_guid() -> None:
-    chosen = to_redeliver(LOG, since=NOW - 3600)
+    chosen = to_redeliver(hook_log(), since=time.time() - 3600)
     assert [(a["guid"], a["id"]) for a in chosen] == [("g-busy", 7), ("g-down", 8)]
 
 
@@ -68,7 +69,7 @@ async def test_redeliver_command_with_a_token_pages_through_the_log(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake, url = fake_github
-    fake.hook_deliveries[HOOK] = LOG
+    fake.hook_deliveries[HOOK] = hook_log()
     settings = make_settings(
         tmp_path, '[github]\nhooks = ["Codertocat/Hello-World:1"]\n', GITHUB_TOKEN="ghp_test", GITHUB_API_URL=url
     )
@@ -90,7 +91,7 @@ async def test_redeliver_for_the_app_webhook_uses_the_app_jwt(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str]
 ) -> None:
     fake, url = fake_github
-    fake.hook_deliveries["/app/hook"] = LOG
+    fake.hook_deliveries["/app/hook"] = hook_log()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -105,7 +106,7 @@ async def test_serve_sweeps_periodically(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
 ) -> None:
     fake, url = fake_github
-    fake.hook_deliveries[HOOK] = LOG
+    fake.hook_deliveries[HOOK] = hook_log()
     settings = make_settings(
         tmp_path,
         '[github]\nhooks = ["Codertocat/Hello-World:1"]\nredeliver_every = "1h"\n',

@@ -1,5 +1,6 @@
-"""The bounds below the request handlers (bot.server_limits): body budget, read deadline, connection cap, accept
-errors. The same bounds under real floods against a `hookbot serve` process are in tests/test_hostile.py."""
+"""The bounds below the request handlers (bot.body_budget, bot.connection_guard, bot.serve_loop): body budget,
+read deadline, connection cap, accept errors. The same bounds under real floods against a `hookbot serve` process
+are in tests/test_hostile.py."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from bot.body_budget import BodyBudget
+from bot.connection_guard import ConnectionGuard, RequestHead
 from bot.delivery import Refusal
 from bot.runtime import Runtime, webhook_secrets
+from bot.serve_loop import AcceptErrorLog, connection_cap
 from bot.server import BODY_BUDGET, create_app
-from bot.server_limits import AcceptErrorLog, BodyBudget, ConnectionGuard, RequestHead, connection_cap
 from tests.fake_github import FakeGitHub
 from tests.helpers import AppClient, fixture_bytes, github_headers, make_settings
 
