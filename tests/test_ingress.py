@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bot.aws_lambda import LambdaEntry, RecordsFailed
 from bot.github_webhook import sign
@@ -26,7 +25,7 @@ from bot.runtime import Runtime
 from bot.server import create_app
 from bot.sns_fetch import SnsFetcher
 from tests.fake_github import FakeGitHub
-from tests.helpers import fixture_bytes, github_headers, make_settings, wait_idle
+from tests.helpers import AppClient, fixture_bytes, github_headers, make_settings, wait_idle
 from tests.lambda_events import function_url_event, sns_event
 from tests.sns_signing import CERT_URL, TOPIC, CountingGet, Signer, notification, sns_timestamp
 
@@ -42,7 +41,7 @@ ATTRIBUTES = ("X-GitHub-Event", "X-GitHub-Delivery", "X-Hub-Signature-256")
 class Doors:
     """hookbot behind each door, one Runtime per door (a Lambda invocation closes what its loop made)."""
 
-    client: TestClient
+    client: AppClient
     entry: LambdaEntry
     fake: FakeGitHub
     signer: Signer
@@ -113,7 +112,7 @@ async def doors(
     (tmp_path / "server").mkdir()
     (tmp_path / "lambda").mkdir()
     server, lambda_ = runtime("server"), runtime("lambda")
-    client: TestClient = await aiohttp_client(create_app(server))
+    client: AppClient = await aiohttp_client(create_app(server))
     return Doors(client, LambdaEntry(lambda_), fake, signer, (server, lambda_))
 
 
@@ -176,7 +175,7 @@ async def test_identity_encoding_is_taken(doors: Doors) -> None:
     assert (await doors.send("webhook", headers, ISSUE_OPENED))[0] == 202
 
 
-async def raw_answer(client: TestClient, head: str) -> bytes:
+async def raw_answer(client: AppClient, head: str) -> bytes:
     """Send a request head whose body never comes; return the status line the server answers without it."""
     assert client.server.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)

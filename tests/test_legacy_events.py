@@ -21,7 +21,7 @@ EXAMPLES = FIXTURES / "octokit" / "webhooks-examples-7.6.1.shapes.json.gz"
 def examples() -> list[tuple[str, str, str | None, list[str]]]:
     """(package directory, event, action, top-level keys) of each example: all detection looks at."""
     document: dict[str, Any] = json.loads(gzip.decompress(EXAMPLES.read_bytes()))
-    return [tuple(row) for row in document["rows"]]  # type: ignore[misc]
+    return [tuple(row) for row in document["rows"]]
 
 
 def as_payload(keys: list[str], action: str | None) -> dict[str, Any]:

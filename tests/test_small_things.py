@@ -3,10 +3,12 @@ a not-JSON refusal in hookbot's own words, and a `make run` without the test too
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -19,7 +21,7 @@ from bot.github_webhook import parse_payload
 def test_every_command_documents_config_and_the_log_options(command: str) -> None:
     parser = build_parser()
     subparsers = next(action for action in parser._actions if action.dest == "command")
-    text = subparsers.choices[command].format_help()  # type: ignore[attr-defined]
+    text = cast("dict[str, argparse.ArgumentParser]", subparsers.choices)[command].format_help()
     assert "--config FILE" in text and "--log-format" in text and "--log-level" in text
 
 

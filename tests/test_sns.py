@@ -14,17 +14,18 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from bot.delivery import Refusal
+from bot.github_events import event_from_payload
 from bot.github_webhook import sign
 from bot.runtime import Runtime
 from bot.server import create_app
 from bot.sns import SnsVerifier, message_time, parse_message, string_to_sign
-from bot.sns_delivery import deliveries_from_notification, event_from_payload
+from bot.sns_delivery import deliveries_from_notification
 from bot.sns_fetch import SnsFetcher, verified_message
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, make_settings, wait_idle
+from tests.helpers import SECRET, AppClient, fixture_bytes, make_settings, wait_idle
 from tests.sns_signing import (
     CERT_URL,
     TOPIC,
@@ -430,7 +431,7 @@ def test_unknown_messages_are_400(body: str) -> None:
 
 @dataclass
 class SnsBot:
-    client: TestClient
+    client: AppClient
     fake: FakeGitHub
     visits: list[str]
     origin: str
@@ -469,7 +470,7 @@ async def sns_bot(
         GITHUB_API_URL=url,
         AWS_ENDPOINT_URL_SNS=str(server.make_url("/")),
     )
-    client: TestClient = await aiohttp_client(create_app(Runtime.build(settings)))
+    client: AppClient = await aiohttp_client(create_app(Runtime.build(settings)))
     return SnsBot(client, fake, visits, str(server.make_url("")).rstrip("/"))
 
 
