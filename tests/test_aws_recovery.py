@@ -144,7 +144,7 @@ def destination_record(event: dict[str, Any]) -> dict[str, Any]:
 def dlq_env(tmp_path: Path, fake_github: tuple[FakeGitHub, str], monkeypatch: pytest.MonkeyPatch) -> str:
     """The queue, a topic whose messages it holds, and the worker's settings in the environment; the topic ARN."""
     _, url = fake_github
-    topic = boto3.client("sns").create_topic(Name="hookbot-deliveries")["TopicArn"]
+    topic = str(boto3.client("sns").create_topic(Name="hookbot-deliveries")["TopicArn"])
     (tmp_path / "hookbot.toml").write_text("")
     for name, value in {
         "GITHUB_TOKEN": "ghp_test",
@@ -160,7 +160,7 @@ def dlq_env(tmp_path: Path, fake_github: tuple[FakeGitHub, str], monkeypatch: py
 
 def queue_with(*bodies: dict[str, Any]) -> str:
     sqs = boto3.client("sqs")
-    url = sqs.create_queue(QueueName="failed-deliveries")["QueueUrl"]
+    url = str(sqs.create_queue(QueueName="failed-deliveries")["QueueUrl"])
     for body in bodies:
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
     return url
