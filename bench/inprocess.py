@@ -30,6 +30,7 @@ from pathlib import Path
 from load import WORKLOADS  # bench/load.py and bench/servers.py, beside this script
 from servers import thread_cpu_seconds
 
+from bot.cli import tune_garbage_collector
 from bot.config import load_settings
 from bot.github_webhook import delivery_from_github, verify_signature
 from bot.inbox import JournalInbox
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=10_000)
     parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="cProfile one repetition (main thread) instead")
+    parser.add_argument("--sort", default="tottime", help="with --profile: tottime or cumulative")
+    parser.add_argument("--lines", type=int, default=30, help="with --profile: how many functions to show")
     args = parser.parse_args()
     setup_logging()
     handler = logging.getLogger().handlers[0]
@@ -95,13 +98,14 @@ def main() -> None:
         (state / "hookbot.toml").write_text(args.config)
         env = {"HOOKBOT_STATE_DIR": str(state), "GITHUB_WEBHOOK_SECRET": SECRET, "HOOKBOT_DRY_RUN": "1"}
         runtime = Runtime.build(load_settings(env, state / "hookbot.toml"))
+        tune_garbage_collector()  # as `hookbot serve` does once it has started
         warmup = 2_000
         asyncio.run(run(runtime, state, signed_bodies(0, warmup)))  # imports, caches, the first journal pages
         runs = [signed_bodies(warmup + i * args.deliveries, args.deliveries) for i in range(args.repetitions)]
         if args.profile:
             profiler = cProfile.Profile()
             profiler.runcall(asyncio.run, run(runtime, state, runs[0]))
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+            pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.lines)
             return
         samples = [asyncio.run(run(runtime, state, bodies)) for bodies in runs]
     loop_us = statistics.median(s[0] for s in samples)

@@ -17,7 +17,6 @@ thousand values instead of growing without bound.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -346,6 +345,8 @@ def _check_setting(file: RepoFile, plugin: str, settings: RepositorySettings[Any
 
 
 def _suggest(name: str, choices: Any) -> str:
+    import difflib  # only a mistake needs it (~0.5 ms at a cold start)
+
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
