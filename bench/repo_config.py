@@ -13,8 +13,9 @@ import tracemalloc
 from collections.abc import Mapping
 from typing import Any
 
-from bot.repo_config import CeilingEntry, RepoConfigError, ServerCeiling, parse_repo_file
+from bot.repo_config import CeilingEntry, ServerCeiling
 from bot.repo_config_loader import RepoConfigs
+from bot.repo_config_yaml import RepoConfigError, parse_repo_file
 from handlers import greeter
 
 FILE = b"greeter:\n  issue_comment: 'Hi @{author}'\n  skip_authors: [dependabot*]\n"

@@ -337,8 +337,8 @@ def log_startup(runtime: Runtime, secret_from: str) -> None:
 
 
 def serve(settings: Settings, host: str | None, port: int | None, plugin_paths: Sequence[Path] = ()) -> int:
+    from bot.serve_loop import AcceptErrorLog, connection_cap, raise_open_files_limit, run_until_signalled, serve_app
     from bot.server import create_app, create_metrics_app
-    from bot.server_limits import AcceptErrorLog, connection_cap, raise_open_files_limit, run_until_signalled, serve_app
 
     keep_files_private()
     open_files = raise_open_files_limit()
@@ -507,7 +507,8 @@ def repo_file_check(path: Path, loaded: list[Plugin]) -> int:
 
     Its ``_extends`` is not followed: that needs GitHub, and the base file gets its own check where it lives.
     """
-    from bot.repo_config import EXTENDS_KEY, RepoConfigError, describe_effect, effective_configs, parse_repo_file
+    from bot.repo_config import EXTENDS_KEY, describe_effect, effective_configs
+    from bot.repo_config_yaml import RepoConfigError, parse_repo_file
 
     ceiling = server_ceiling(loaded)
     try:

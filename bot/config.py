@@ -296,7 +296,8 @@ def _core_sections() -> tuple[Section, ...]:
                     "webhook_secret",
                     "text",
                     None,
-                    "the webhook secret; unset: one is generated on first start, kept in the state dir and printed",
+                    "the webhook secret, at least 16 bytes (`openssl rand -hex 32`); unset: one is generated on first "
+                    "start, kept in the state dir and printed",
                     env="GITHUB_WEBHOOK_SECRET",
                     secret=True,
                 ),
@@ -304,7 +305,7 @@ def _core_sections() -> tuple[Section, ...]:
                     "previous_secrets",
                     "list",
                     (),
-                    "still accepted while you rotate the secret in GitHub's settings",
+                    "still accepted while you rotate the secret in GitHub's settings (each at least 16 bytes)",
                     secret=True,
                 ),
                 Setting("allow_sha1", "bool", False, "accept sha1-only X-Hub-Signature (old GitHub Enterprise only)"),
@@ -404,8 +405,10 @@ def _core_sections() -> tuple[Section, ...]:
                 Setting(
                     "require_github_signature",
                     "bool",
-                    False,
-                    "refuse SNS messages without a valid X-Hub-Signature-256 attribute",
+                    True,
+                    "every GitHub delivery through SNS needs a valid X-Hub-Signature-256 attribute; false also "
+                    "accepts the legacy attribute-less shape on the SNS signature alone",
+                    env="HOOKBOT_REQUIRE_GITHUB_SIGNATURE",
                 ),
                 Setting("verify_in_lambda", "bool", False, "check SNS signatures in Lambda too"),
                 Setting("max_age_seconds", "int", 3600, "oldest SNS message accepted"),
@@ -516,7 +519,7 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True)
 class SnsSettings:
     topic_arns: tuple[str, ...] = ()
-    require_github_signature: bool = False
+    require_github_signature: bool = True
     verify_in_lambda: bool = False
     max_age_seconds: int = 3600
 

@@ -33,16 +33,13 @@ from gidgethub import BadRequest, RateLimitExceeded
 
 from bot.delivery import Delivery
 from bot.github import HookbotGitHubAPI
-from bot.repo_config import (
+from bot.repo_config import ServerCeiling, describe_effect, effective_configs, extends_target
+from bot.repo_config_yaml import (
     MAX_FILE_BYTES,
     ORG_CONFIG_REPOSITORY,
     REPO_CONFIG_PATH,
     RepoConfigError,
     RepoFile,
-    ServerCeiling,
-    describe_effect,
-    effective_configs,
-    extends_target,
     parse_repo_file,
 )
 

@@ -17,6 +17,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import __version__
+from bot.body_budget import BodyBudget, answer_and_close
+from bot.body_budget import read_body as read_bounded_body
+from bot.connection_guard import track_busy_connections
 from bot.delivery import Delivery, Refusal
 from bot.dispatch import DispatchResult
 from bot.inbox import Inbox, JournalInbox, Processor, journal_path
@@ -24,8 +27,6 @@ from bot.ingress import RETRY_AFTER_SECONDS, Accept, Answer, Ingress, admission_
 from bot.logs import RefusalLog
 from bot.metrics import HANDLER_SECONDS, INBOX_PENDING, REGISTRY
 from bot.runtime import Runtime
-from bot.server_limits import BodyBudget, answer_and_close, track_busy_connections
-from bot.server_limits import read_body as read_bounded_body
 
 log = logging.getLogger("hookbot.server")
 
@@ -46,7 +47,7 @@ def respond(answer: Answer) -> web.Response:
 
 
 async def read_body(request: web.Request) -> bytes | web.Response:
-    """The body as sent, bounded in size, time and (across connections) memory (bot.server_limits.read_body).
+    """The body as sent, bounded in size, time and (across connections) memory (bot.body_budget.read_body).
 
     Else the refusal, already sent: 413 when it turns out over the limit (no or a false Content-Length), 408
     past the read deadline, 503 when too many request bytes are buffered at once. The rest of such a body is

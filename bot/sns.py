@@ -7,7 +7,8 @@ an untrusted message cause a fetch:
 1. ``Type`` is one SNS sends (Notification, SubscriptionConfirmation, UnsubscribeConfirmation);
 2. ``TopicArn`` is on the allow-list (an empty list refuses everything: a bot that trusts every topic in every
    account trusts anyone with an AWS account);
-3. ``SigningCertURL`` is exactly ``https://sns.<region>.amazonaws.com[.cn]/SimpleNotificationService-<hex>.pem``,
+3. ``SigningCertURL`` is exactly ``https://sns.<region>.<partition domain>/SimpleNotificationService-<hex>.pem``
+   (``amazonaws.com``, ``amazonaws.com.cn``, ``amazonaws.eu``),
    or lies at the configured emulator origin (moto, LocalStack), compared as scheme + host + port, parsed with one
    URL parser (:func:`urllib.parse.urlsplit`) so the check and the fetch cannot read the URL differently;
    a SubscribeURL must pass the same origin test before anybody visits it;
@@ -45,9 +46,16 @@ MESSAGE_TYPES = frozenset({NOTIFICATION, SUBSCRIPTION_CONFIRMATION, UNSUBSCRIBE_
 DEFAULT_MAX_AGE_SECONDS = 3600
 CLOCK_SKEW_SECONDS = 300  # how far in the future a timestamp may be before the clocks are not trusted to agree
 
-# Region names as AWS forms them: us-east-1, eu-central-2, us-gov-west-1, cn-north-1, ap-southeast-5 ...
-_REGION = r"[a-z]{2}(?:-[a-z]+)+-[0-9]+"
-_SNS_HOST = re.compile(rf"sns\.{_REGION}\.amazonaws\.com(?:\.cn)?")
+# SNS endpoints of every AWS partition that has SNS, each with its own domain: aws (us-east-1, eu-central-2,
+# us-gov-west-1, ap-southeast-5 ... at amazonaws.com), aws-cn (cn-north-1 at amazonaws.com.cn) and aws-eusc, the
+# European Sovereign Cloud (eusc-de-east-1 at amazonaws.eu). Region names as AWS forms them.
+_SNS_HOST = re.compile(
+    r"sns\.(?:"
+    r"(?!cn-|eusc-)[a-z]{2}(?:-[a-z]+)+-[0-9]+\.amazonaws\.com"
+    r"|cn-[a-z]+-[0-9]+\.amazonaws\.com\.cn"
+    r"|eusc-[a-z]{2}(?:-[a-z]+)+-[0-9]+\.amazonaws\.eu"
+    r")"
+)
 _CERT_PATH = re.compile(r"/SimpleNotificationService-[0-9a-f]+\.pem")
 # A URL that is plain printable ASCII without backslashes: no whitespace for a parser to strip or split on,
 # no backslash that some parsers read as a slash. Anything else is refused before it is parsed at all.
@@ -182,7 +190,7 @@ def origin_of(url: str) -> Origin | None:
 
 
 def _is_aws_sns_url(parts: SplitResult) -> bool:
-    """https, a bare ``sns.<region>.amazonaws.com[.cn]`` host: no port, no user info, no trailing dot."""
+    """https, a bare ``sns.<region>.<partition domain>`` host: no port, no user info, no trailing dot."""
     return parts.scheme == "https" and parts.netloc == parts.hostname and bool(_SNS_HOST.fullmatch(parts.netloc))
 
 

@@ -4,22 +4,23 @@ A Notification carries one of three things:
 
 - a GitHub delivery as the relay publishes it: ``Message`` is GitHub's body exactly, and the String message
   attributes ``X-GitHub-Event``, ``X-GitHub-Delivery`` and ``X-Hub-Signature-256`` are GitHub's headers, so the
-  HMAC is checked here end to end (required when ``[sns] require_github_signature = true``). Message attributes
-  are not covered by the SNS signature; the HMAC is what makes the event name and id trustworthy;
-- a legacy GitHub message without attributes (GitHub's old "Amazon SNS" service): trusted on the SNS signature
-  alone, the event told from the payload's shape;
+  HMAC is checked here end to end (required unless ``[sns] require_github_signature = false``). Message
+  attributes are not covered by the SNS signature; the HMAC is what makes the event name and id trustworthy;
+- a legacy GitHub message without attributes (GitHub's old "Amazon SNS" service): accepted only when
+  ``require_github_signature`` is switched off, on the SNS signature alone (or, in Lambda, the invoke), its
+  event told from the payload (bot.github_events) or refused as ambiguous;
 - an S3 event notification: one Delivery per record (see :mod:`bot.s3_events`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import orjson
 
 from bot.delivery import Delivery, Refusal, Source
+from bot.github_events import event_from_payload
 from bot.github_webhook import delivery_from_github, stored_body_type, verify_signature
 from bot.s3_events import deliveries_from_s3_notification, is_s3_notification
 from bot.sns import NOTIFICATION, SnsMessage
@@ -27,42 +28,6 @@ from bot.sns import NOTIFICATION, SnsMessage
 EVENT_ATTRIBUTE = "X-GitHub-Event"
 DELIVERY_ATTRIBUTE = "X-GitHub-Delivery"
 SIGNATURE_ATTRIBUTE = "X-Hub-Signature-256"
-
-# Keys that name the event of a payload that arrived without its X-GitHub-Event header, checked in this order
-# (a more specific shape before a general one: a comment on an issue also has an "issue").
-_SHAPES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ping", ("zen", "hook_id")),
-    ("push", ("pusher",)),
-    ("issue_comment", ("issue", "comment")),
-    ("pull_request_review_comment", ("pull_request", "comment")),
-    ("pull_request_review", ("pull_request", "review")),
-    ("pull_request", ("pull_request",)),
-    ("issues", ("issue",)),
-    ("create", ("ref_type", "master_branch")),
-    ("delete", ("ref_type", "pusher_type")),
-    ("release", ("release",)),
-    ("fork", ("forkee",)),
-    ("check_run", ("check_run",)),
-    ("check_suite", ("check_suite",)),
-    ("workflow_run", ("workflow_run",)),
-    ("workflow_job", ("workflow_job",)),
-    ("deployment_status", ("deployment_status",)),
-    ("deployment", ("deployment",)),
-    ("status", ("sha", "state", "context")),
-    ("gollum", ("pages",)),
-    ("member", ("member",)),
-    ("installation_repositories", ("installation", "repositories_added")),
-)
-
-
-def event_from_payload(payload: Mapping[str, Any]) -> str | None:
-    """The GitHub event a payload is, told from its keys; None when the shape is not one known here."""
-    for event, keys in _SHAPES:
-        if all(key in payload for key in keys):
-            return event
-    if "installation" in payload and "repository" not in payload and "sender" in payload:
-        return "installation"
-    return None
 
 
 def deliveries_from_notification(
@@ -104,12 +69,16 @@ def deliveries_from_notification(
         return deliveries_from_s3_notification(document, source=source)
     if not isinstance(document, dict):
         raise Refusal(400, "SNS Message is JSON but not an object")
-    event = event_from_payload(document)
-    if event is None:
-        raise Refusal(400, "SNS Message has no X-GitHub-Event attribute and its payload shape is not known")
     if require_github_signature:
         raise Refusal(
-            401, "SNS Message has no X-Hub-Signature-256 attribute and [sns] require_github_signature is true"
+            401,
+            "SNS Message has no X-Hub-Signature-256 attribute and [sns] require_github_signature is true "
+            "(HOOKBOT_REQUIRE_GITHUB_SIGNATURE): only a message the GitHub HMAC covers can act",
+        )
+    event = event_from_payload(document)
+    if event is None:
+        raise Refusal(
+            400, "SNS Message has no X-GitHub-Event attribute and its payload's event is unknown or ambiguous"
         )
     delivery_id = f"sns-{message.message_id}"
     return [Delivery(event=event, delivery_id=delivery_id, payload=document, body=body, source=source)]

@@ -3,7 +3,7 @@
 Both happen only for URLs :class:`bot.sns.SnsVerifier` has already found trustworthy, and never follow redirects
 (a redirect would take the request to a host nobody checked). Certificates are cached, bounded and with a
 lifetime, and a burst of messages signed with one certificate fetches it once: later callers wait for the
-fetch already in flight.
+fetch already in flight. Fetches are limited per host, and a failed fetch is answered from memory for a minute.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -28,6 +29,13 @@ Getter = Callable[[str], Awaitable[bytes]]
 MAX_CERTIFICATE_BYTES = 64 * 1024  # an SNS certificate is about 2 KB; anything huge is not one
 CERTIFICATE_LIFETIME = 24 * 3600.0  # AWS rotates signing certificates yearly; a day bounds a revoked one's life
 MAX_CERTIFICATES = 32  # AWS uses one per region at a time, a few more around a rotation
+# An unsigned message with an allowed topic may name any SimpleNotificationService-<hex>.pem at a trusted host: each
+# host gets a few fetches a minute (AWS serves one certificate per region), and a failed URL is not tried again for
+# a minute, so such messages cannot make hookbot fetch without end.
+FETCHES_PER_HOST = 6
+FETCH_WINDOW_SECONDS = 60.0
+FAILURE_LIFETIME = 60.0
+MAX_TRACKED = 64  # hosts counted and failed URLs remembered: memory stays flat whatever the URLs
 
 
 class SnsFetcher:
@@ -50,6 +58,8 @@ class SnsFetcher:
         self._lifetime = lifetime
         self._clock = clock
         self._certificates: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._failures: OrderedDict[str, tuple[Refusal, float]] = OrderedDict()
+        self._fetches: OrderedDict[str, list[float]] = OrderedDict()  # host -> fetch times inside the window
         self._in_flight: dict[str, asyncio.Future[bytes]] = {}
         self._http = LoopSession(aiohttp.ClientTimeout(total=10, connect=5), on_new_loop=self._in_flight.clear)
 
@@ -75,20 +85,50 @@ class SnsFetcher:
         self._http.check_loop()
         pending = self._in_flight.get(url)
         if pending is None:
+            self._check_may_fetch(url)
             pending = asyncio.ensure_future(self._fetch(url))
             self._in_flight[url] = pending
         # Shielded: one caller giving up (a cancelled request) must not cancel the fetch the others wait for.
         return await asyncio.shield(pending)
 
+    def _check_may_fetch(self, url: str) -> None:
+        """Raise the remembered refusal of a URL that failed within a minute, or a 503 for a host fetched from too
+        often; otherwise count this fetch against its host."""
+        now = self._clock()
+        failed = self._failures.get(url)
+        if failed is not None:
+            if failed[1] > now:
+                raise failed[0]
+            del self._failures[url]
+        host = urlsplit(url).hostname or ""
+        recent = [at for at in self._fetches.pop(host, []) if at > now - FETCH_WINDOW_SECONDS]
+        if len(recent) >= FETCHES_PER_HOST:
+            self._fetches[host] = recent
+            raise Refusal(
+                503, f"too many SNS certificate fetches from {host} this minute", retry_after=int(FETCH_WINDOW_SECONDS)
+            )
+        self._fetches[host] = [*recent, now]
+        while len(self._fetches) > MAX_TRACKED:
+            self._fetches.popitem(last=False)
+
+    def _remember_failure(self, url: str, refusal: Refusal) -> Refusal:
+        self._failures[url] = (refusal, self._clock() + FAILURE_LIFETIME)
+        self._failures.move_to_end(url)
+        while len(self._failures) > MAX_TRACKED:
+            self._failures.popitem(last=False)
+        return refusal
+
     async def _fetch(self, url: str) -> bytes:
         try:
             body = await self._get(url)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise Refusal(503, f"cannot fetch SNS certificate {url}: {exc}") from None
+            refusal = Refusal(503, f"cannot fetch SNS certificate {url}: {exc}", retry_after=int(FAILURE_LIFETIME))
+            raise self._remember_failure(url, refusal) from None
         finally:
             self._in_flight.pop(url, None)
         if len(body) > MAX_CERTIFICATE_BYTES:
-            raise Refusal(403, f"{url} is over {MAX_CERTIFICATE_BYTES} bytes; not an SNS certificate")
+            refusal = Refusal(403, f"{url} is over {MAX_CERTIFICATE_BYTES} bytes; not an SNS certificate")
+            raise self._remember_failure(url, refusal)
         self._certificates[url] = (body, self._clock() + self._lifetime)
         self._certificates.move_to_end(url)
         while len(self._certificates) > self._max_entries:

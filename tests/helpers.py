@@ -12,10 +12,11 @@ import json
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import boto3
 import orjson
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bot.config import Settings, load_settings
@@ -25,8 +26,12 @@ from bot.github_webhook import sign
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "test-webhook-secret"
 
+# What pytest-aiohttp's ``aiohttp_client`` returns for an application: spelled once, since ``TestClient`` is generic
+# in its request and application types and strict mypy wants both.
+AppClient: TypeAlias = TestClient[web.Request, web.Application]
 
-async def wait_idle(client: TestClient, bound: int = 2000) -> None:
+
+async def wait_idle(client: AppClient, bound: int = 2000) -> None:
     """Poll /healthz until nothing is pending: a bounded loop, not a timing (every delivery finished, or fail)."""
     for _ in range(bound):
         health = await (await client.get("/healthz")).json()

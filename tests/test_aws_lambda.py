@@ -221,7 +221,7 @@ async def test_sns_record_with_a_github_delivery(entry: LambdaEntry, fake_github
     [
         (github_sns(secret="wrong"), "does not match"),
         (github_sns(topic="arn:aws:sns:us-east-1:999999999999:elsewhere"), "not in SNS_TOPIC_ARNS"),
-        (notification('{"hello": 1}'), "payload shape is not known"),
+        (notification('{"hello": 1}'), "require_github_signature is true"),
         ({"Type": "Notification"}, "no MessageId"),
     ],
 )

@@ -88,7 +88,7 @@ def test_no_role_is_granted_anything_on_every_resource(template: dict[str, Any])
 
 def test_deploy_rights_are_limited_to_the_configured_functions(template: dict[str, Any]) -> None:
     worker = template["Resources"]["WorkerRole"]
-    granted = {}
+    granted: dict[str, list[Any]] = {}
     for statement in statements(worker):
         for action in as_list(statement["Action"]):
             granted.setdefault(action, []).extend(as_list(statement["Resource"]))

@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 
 import handlers.exec as exec_plugin
 from bot.config import ConfigError, load_settings
@@ -26,7 +25,7 @@ from bot.server import create_app
 from bot.testing import FakeGitHub as FakeInProcessGitHub
 from bot.testing import run_plugin_async
 from tests.fake_github import FakeGitHub
-from tests.helpers import FIXTURES, SECRET, fixture_bytes, github_headers, wait_idle
+from tests.helpers import FIXTURES, SECRET, AppClient, fixture_bytes, github_headers, wait_idle
 
 ISSUE = FIXTURES / "github/issues.opened.json"
 CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}  # the environment snapshot exec's setup gets
@@ -350,7 +349,7 @@ async def test_comment_output_is_posted_once_with_a_marker() -> None:
 
 
 async def test_a_slow_hook_does_not_hold_up_the_receiver(
-    build: Build, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]]
+    build: Build, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[AppClient]]
 ) -> None:
     go = tmp_path / "go"
     waiter = script(tmp_path, "waiter.py", WAITER)
@@ -377,7 +376,7 @@ async def test_a_slow_hook_does_not_hold_up_the_receiver(
         (hook_toml(["x"], timeout=0), "timeout must be a positive number"),
         (hook_toml([]), "command must be a non-empty argv list"),
         (hook_toml(["x"], events="[]"), "events must name at least one event"),
-        (hook_toml(["x"], **{"shell": True}), "unknown key `shell`"),
+        (hook_toml(["x"], shell=True), "unknown key `shell`"),  # noqa: S604 a TOML key, not a subprocess
         (hook_toml(["x"], name="a b"), "name must be letters"),
         (hook_toml(["x"], name="a") + hook_toml(["y"], name="a"), "hook names must be unique"),
         ("[exec]\nhooks = 1\n", "[[exec.hooks]]"),

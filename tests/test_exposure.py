@@ -8,13 +8,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
 from tests.conftest import free_port
 from tests.fake_github import FakeGitHub
-from tests.helpers import make_settings
+from tests.helpers import AppClient, make_settings
 from tests.processes import Server
 
 METRICS_TOKEN = "metrics-token-for-the-scraper"
@@ -39,16 +38,16 @@ def test_settings_repr_never_shows_secrets(tmp_path: Path) -> None:
 @pytest.fixture
 async def client_with_metrics_token(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
-) -> TestClient:
+) -> AppClient:
     _, url = fake_github
     config = make_settings(tmp_path, f'[server]\nmetrics_token = "{METRICS_TOKEN}"\n', GITHUB_API_URL=url)
-    test_client: TestClient = await aiohttp_client(create_app(Runtime.build(config, secrets_=webhook_secrets(config))))
+    test_client: AppClient = await aiohttp_client(create_app(Runtime.build(config, secrets_=webhook_secrets(config))))
     return test_client
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {METRICS_TOKEN}", METRICS_TOKEN])
 async def test_metrics_need_the_bearer_token_when_one_is_set(
-    client_with_metrics_token: TestClient, authorization: str | None
+    client_with_metrics_token: AppClient, authorization: str | None
 ) -> None:
     headers = {"Authorization": authorization} if authorization else {}
     response = await client_with_metrics_token.get("/metrics", headers=headers)
@@ -56,7 +55,7 @@ async def test_metrics_need_the_bearer_token_when_one_is_set(
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-async def test_metrics_with_the_bearer_token(client_with_metrics_token: TestClient) -> None:
+async def test_metrics_with_the_bearer_token(client_with_metrics_token: AppClient) -> None:
     response = await client_with_metrics_token.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status == 200 and "hookbot_deliveries" in await response.text()
     assert (await client_with_metrics_token.get("/healthz")).status == 200  # health stays open for probes

@@ -13,7 +13,6 @@ from typing import Any
 import jwt
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gidgethub import BadRequest, GitHubBroken, HTTPException, RateLimitExceeded
@@ -22,14 +21,15 @@ from gidgethub.sansio import decipher_response as gidgethub_decipher
 
 from bot.config import GitHubSettings
 from bot.context import ActionLog
-from bot.github import GitHubClients, UntrustedURLError, decipher_response, is_permanent, rate_limit_wait
+from bot.github import GitHubClients, UntrustedURLError, is_permanent, rate_limit_wait
+from bot.github_calls import decipher_response
 from bot.github_webhook import delivery_from_github
 from bot.inbox import journal_path, recent_deliveries
 from bot.metrics import REGISTRY
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
 from tests.fake_github import FakeGitHub, Fault
-from tests.helpers import fixture_bytes, github_headers, make_settings
+from tests.helpers import AppClient, fixture_bytes, github_headers, make_settings
 
 
 @pytest.fixture(scope="module")
@@ -208,16 +208,16 @@ COMMENTS = "/repos/Codertocat/Hello-World/issues/1/comments"
 @pytest.fixture
 async def bot(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
-) -> tuple[TestClient, FakeGitHub, Path]:
+) -> tuple[AppClient, FakeGitHub, Path]:
     fake, url = fake_github
     settings = make_settings(
         tmp_path, "[server]\nretry_base_seconds = 0.05\n", GITHUB_TOKEN="ghp_test", GITHUB_API_URL=url
     )
-    client: TestClient = await aiohttp_client(create_app(Runtime.build(settings, secrets_=webhook_secrets(settings))))
+    client: AppClient = await aiohttp_client(create_app(Runtime.build(settings, secrets_=webhook_secrets(settings))))
     return client, fake, tmp_path / "state"
 
 
-async def deliver_and_settle(client: TestClient) -> None:
+async def deliver_and_settle(client: AppClient) -> None:
     response = await client.post("/webhook", data=ISSUE_OPENED, headers=github_headers(ISSUE_OPENED, "issues"))
     assert response.status == 202
     for _ in range(400):
@@ -232,7 +232,7 @@ def journal_states(state_dir: Path) -> list[tuple[str, int]]:
 
 
 @pytest.mark.parametrize("status", [502, 503])
-async def test_reads_are_retried_after_5xx(bot: tuple[TestClient, FakeGitHub, Path], status: int) -> None:
+async def test_reads_are_retried_after_5xx(bot: tuple[AppClient, FakeGitHub, Path], status: int) -> None:
     client, fake, state = bot
     fake.faults.append(Fault("GET", COMMENTS, status=status, times=2))
     await deliver_and_settle(client)
@@ -253,7 +253,7 @@ async def test_reads_are_retried_after_5xx(bot: tuple[TestClient, FakeGitHub, Pa
     ],
 )
 async def test_rate_limits_are_waited_out_even_for_a_post(
-    bot: tuple[TestClient, FakeGitHub, Path], limit_headers: dict[str, str]
+    bot: tuple[AppClient, FakeGitHub, Path], limit_headers: dict[str, str]
 ) -> None:
     client, fake, state = bot
     headers = {name: value.format(reset=int(time.time())) for name, value in limit_headers.items()}
@@ -266,7 +266,7 @@ async def test_rate_limits_are_waited_out_even_for_a_post(
     assert journal_states(state) == [("done", 1)]
 
 
-async def test_a_post_answered_502_is_not_repeated_blindly(bot: tuple[TestClient, FakeGitHub, Path]) -> None:
+async def test_a_post_answered_502_is_not_repeated_blindly(bot: tuple[AppClient, FakeGitHub, Path]) -> None:
     client, fake, state = bot
     fake.faults.append(Fault("POST", COMMENTS, status=502))
     await deliver_and_settle(client)
@@ -277,7 +277,7 @@ async def test_a_post_answered_502_is_not_repeated_blindly(bot: tuple[TestClient
 
 
 async def test_comment_created_but_connection_dropped_is_found_by_its_marker(
-    bot: tuple[TestClient, FakeGitHub, Path],
+    bot: tuple[AppClient, FakeGitHub, Path],
 ) -> None:
     client, fake, state = bot
     fake.faults.append(Fault("POST", COMMENTS, drop=True))
@@ -288,7 +288,7 @@ async def test_comment_created_but_connection_dropped_is_found_by_its_marker(
     assert REGISTRY.get_sample_value("hookbot_github_requests_total", {"method": "POST", "status": "error"})
 
 
-async def test_permanent_4xx_fails_the_handler_and_is_not_retried(bot: tuple[TestClient, FakeGitHub, Path]) -> None:
+async def test_permanent_4xx_fails_the_handler_and_is_not_retried(bot: tuple[AppClient, FakeGitHub, Path]) -> None:
     client, fake, state = bot
     fake.faults.append(Fault("POST", COMMENTS, status=404))
     await deliver_and_settle(client)

@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +28,7 @@ from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
 from bot.sns import SnsVerifier, parse_message
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings
+from tests.helpers import SECRET, AppClient, fixture_bytes, github_headers, make_settings
 from tests.processes import Server, issue_body
 from tests.sns_signing import TOPIC, Signer, notification
 
@@ -142,14 +141,14 @@ def test_a_signed_sns_message_changed_in_any_field_fails(name: str, value: str) 
 
 
 @pytest.fixture
-async def client(tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]) -> TestClient:
+async def client(tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]) -> AppClient:
     _, url = fake_github
     config = make_settings(tmp_path, "[server]\nmax_body_bytes = 100000\n", GITHUB_TOKEN="t", GITHUB_API_URL=url)
-    test_client: TestClient = await aiohttp_client(create_app(Runtime.build(config, secrets_=webhook_secrets(config))))
+    test_client: AppClient = await aiohttp_client(create_app(Runtime.build(config, secrets_=webhook_secrets(config))))
     return test_client
 
 
-async def settle(client: TestClient) -> dict[str, Any]:
+async def settle(client: AppClient) -> dict[str, Any]:
     for _ in range(200):
         health: dict[str, Any] = await (await client.get("/healthz")).json()
         if health["pending"] == 0:
@@ -170,7 +169,7 @@ async def settle(client: TestClient) -> dict[str, Any]:
         (b'{"action": "opened"}', "issues", 202),  # a signed but odd payload: the handler fails, not the worker
     ],
 )
-async def test_signed_hostile_bodies_never_5xx(client: TestClient, body: bytes, event: str, status: int) -> None:
+async def test_signed_hostile_bodies_never_5xx(client: AppClient, body: bytes, event: str, status: int) -> None:
     response = await client.post("/webhook", data=body, headers=github_headers(body, event))
     assert response.status == status
     health = await settle(client)
@@ -180,7 +179,7 @@ async def test_signed_hostile_bodies_never_5xx(client: TestClient, body: bytes, 
     await settle(client)
 
 
-async def test_oversized_chunked_body_is_413_without_a_content_length(client: TestClient) -> None:
+async def test_oversized_chunked_body_is_413_without_a_content_length(client: AppClient) -> None:
     async def chunks() -> Any:
         for _ in range(200):
             yield b" " * 1000
@@ -197,14 +196,14 @@ async def test_oversized_chunked_body_is_413_without_a_content_length(client: Te
         {f"X-Junk-{n}": "x" for n in range(500)},  # too many headers
     ],
 )
-async def test_header_limits_answer_4xx(client: TestClient, headers: dict[str, str]) -> None:
+async def test_header_limits_answer_4xx(client: AppClient, headers: dict[str, str]) -> None:
     body = b"{}"
     response = await client.post("/webhook", data=body, headers={**github_headers(body, "issues"), **headers})
     assert 400 <= response.status < 500
 
 
 async def test_forged_flood_is_refused_before_reading_and_logged_sparingly(
-    client: TestClient, caplog: pytest.LogCaptureFixture
+    client: AppClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     body = b"{" + b'"x": 1,' * 10_000 + b'"y": 2}'
     with caplog.at_level(logging.WARNING, logger="hookbot.server"):

@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bot.cli import main
 from bot.delivery import Delivery
@@ -33,7 +32,7 @@ from bot.metrics import REGISTRY
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
-from tests.helpers import fixture_bytes, github_headers, make_settings
+from tests.helpers import AppClient, fixture_bytes, github_headers, make_settings
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 
@@ -171,7 +170,7 @@ async def test_full_inbox_answers_503_with_retry_after(
     fake, url = fake_github
     fake.delay = 0.5
     settings = make_settings(tmp_path, "[server]\nqueue_size = 2\nworkers = 1\n", GITHUB_TOKEN="t", GITHUB_API_URL=url)
-    client: TestClient = await aiohttp_client(create_app(Runtime.build(settings, secrets_=webhook_secrets(settings))))
+    client: AppClient = await aiohttp_client(create_app(Runtime.build(settings, secrets_=webhook_secrets(settings))))
     answers = [
         (await client.post("/webhook", data=body, headers=github_headers(body, "issues")))
         for body in map(numbered_body, range(3))

@@ -4,6 +4,8 @@ POST /sns, real HTTP) and through the Lambda entry (Function URL events and SNS 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import json
 import logging
 import re
@@ -15,7 +17,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bot.aws_lambda import LambdaEntry, RecordsFailed
 from bot.github_webhook import sign
@@ -24,9 +25,9 @@ from bot.runtime import Runtime
 from bot.server import create_app
 from bot.sns_fetch import SnsFetcher
 from tests.fake_github import FakeGitHub
-from tests.helpers import fixture_bytes, github_headers, make_settings, wait_idle
+from tests.helpers import AppClient, fixture_bytes, github_headers, make_settings, wait_idle
 from tests.lambda_events import function_url_event, sns_event
-from tests.sns_signing import CERT_URL, TOPIC, CountingGet, Signer, notification
+from tests.sns_signing import CERT_URL, TOPIC, CountingGet, Signer, notification, sns_timestamp
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 COMMENTS = "/repos/Codertocat/Hello-World/issues/1/comments"
@@ -40,10 +41,33 @@ ATTRIBUTES = ("X-GitHub-Event", "X-GitHub-Delivery", "X-Hub-Signature-256")
 class Doors:
     """hookbot behind each door, one Runtime per door (a Lambda invocation closes what its loop made)."""
 
-    client: TestClient
+    client: AppClient
     entry: LambdaEntry
     fake: FakeGitHub
     signer: Signer
+    runtimes: tuple[Runtime, Runtime]
+
+    def configure_sns(self, **changes: Any) -> None:
+        """Change ``[sns]`` settings behind every door (the pipeline reads them per request)."""
+        for runtime in self.runtimes:
+            runtime.settings = dataclasses.replace(
+                runtime.settings, sns=dataclasses.replace(runtime.settings.sns, **changes)
+            )
+
+    async def send_sns(
+        self, door: str, message: str, attributes: dict[str, str], **fields: Any
+    ) -> tuple[int, dict[str, Any]]:
+        """A raw SNS Notification (signed by the test signer) through an SNS door."""
+        document = self.signer.sign(notification(message, attributes=attributes, **fields))
+        if door == "sns-http":
+            response = await self.client.post("/sns", data=orjson.dumps(document))
+            return response.status, await response.json()
+        try:
+            result = await asyncio.to_thread(self.entry, sns_event(document), None)
+        except RecordsFailed as exc:
+            found = re.search(r"\((\d{3})\)", str(exc))
+            return int(found.group(1)) if found else 500, {"error": str(exc)}
+        return 200, result["deliveries"][0]
 
     async def send(self, door: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """A delivery through ``door``; GitHub's headers become message attributes at the SNS doors."""
@@ -54,16 +78,7 @@ class Doors:
             answer = await asyncio.to_thread(self.entry, function_url_event(body, headers), None)
             return answer["statusCode"], json.loads(answer["body"])
         attributes = {name: headers[name] for name in ATTRIBUTES if name in headers}
-        document = self.signer.sign(notification(body.decode(), attributes=attributes))
-        if door == "sns-http":
-            response = await self.client.post("/sns", data=orjson.dumps(document))
-            return response.status, await response.json()
-        try:
-            result = await asyncio.to_thread(self.entry, sns_event(document), None)
-        except RecordsFailed as exc:
-            found = re.search(r"\((\d{3})\)", str(exc))
-            return int(found.group(1)) if found else 500, {"error": str(exc)}
-        return 200, result["deliveries"][0]
+        return await self.send_sns(door, body.decode(), attributes)
 
     async def settle(self, door: str) -> None:
         if door in ("webhook", "sns-http"):
@@ -96,8 +111,9 @@ async def doors(
 
     (tmp_path / "server").mkdir()
     (tmp_path / "lambda").mkdir()
-    client: TestClient = await aiohttp_client(create_app(runtime("server")))
-    return Doors(client, LambdaEntry(runtime("lambda")), fake, signer)
+    server, lambda_ = runtime("server"), runtime("lambda")
+    client: AppClient = await aiohttp_client(create_app(server))
+    return Doors(client, LambdaEntry(lambda_), fake, signer, (server, lambda_))
 
 
 @pytest.mark.parametrize("door", DOORS)
@@ -159,7 +175,7 @@ async def test_identity_encoding_is_taken(doors: Doors) -> None:
     assert (await doors.send("webhook", headers, ISSUE_OPENED))[0] == 202
 
 
-async def raw_answer(client: TestClient, head: str) -> bytes:
+async def raw_answer(client: AppClient, head: str) -> bytes:
     """Send a request head whose body never comes; return the status line the server answers without it."""
     assert client.server.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
@@ -260,3 +276,51 @@ async def test_a_replay_with_another_event_name_is_a_duplicate_too(doors: Doors,
     assert status == 200, document
     await doors.settle(door)
     assert len(doors.fake.posted_comments()) == 1
+
+
+@pytest.mark.parametrize("door", SNS_DOORS)
+@pytest.mark.parametrize("verify_in_lambda", [False, True])
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"X-GitHub-Event": "issues", "X-GitHub-Delivery": "forged-1"},  # the signature attribute removed
+        {},  # the legacy shape: no attributes at all
+    ],
+)
+async def test_nothing_unsigned_acts_through_sns_by_default(
+    doors: Doors, door: str, verify_in_lambda: bool, attributes: dict[str, str]
+) -> None:
+    """Anyone allowed sns:Publish could otherwise forge any event: the GitHub HMAC is required at both SNS doors,
+    in Lambda whether or not it checks the SNS signature too."""
+    doors.configure_sns(verify_in_lambda=verify_in_lambda)
+    status, document = await doors.send_sns(door, ISSUE_OPENED.decode(), attributes)
+    assert status == 401 and "X-Hub-Signature-256" in document["error"], document
+    assert doors.fake.requests == []
+
+
+@pytest.mark.parametrize("door", SNS_DOORS)
+async def test_the_legacy_shape_only_when_switched_off_and_never_on_a_guess(doors: Doors, door: str) -> None:
+    doors.configure_sns(require_github_signature=False)
+    status, document = await doors.send_sns(door, ISSUE_OPENED.decode(), {})
+    assert accepted(door, status, document), document
+    await doors.settle(door)
+    assert len(doors.fake.posted_comments()) == 1
+    # installation.created, repository.created and organization.created share their keys: refused, not guessed.
+    ambiguous = {"action": "created", "installation": {"id": 1}, "sender": {"login": "octocat"}}
+    status, document = await doors.send_sns(door, json.dumps(ambiguous), {})
+    assert status == 400 and "ambiguous" in document["error"], document
+
+
+@pytest.mark.parametrize("door", SNS_DOORS)
+async def test_the_age_window_holds_on_http_but_not_for_records_lambda_hands_over(doors: Doors, door: str) -> None:
+    """SNS retries a Lambda subscription for days with the same timestamp: in Lambda (even with verify_in_lambda)
+    a late genuine record is taken; over HTTP the window stays."""
+    doors.configure_sns(verify_in_lambda=True)
+    hours_ago = sns_timestamp(datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=12))
+    headers = github_headers(ISSUE_OPENED, "issues")
+    attributes = {name: headers[name] for name in ATTRIBUTES}
+    status, document = await doors.send_sns(door, ISSUE_OPENED.decode(), attributes, timestamp=hours_ago)
+    if door == "sns-http":
+        assert status == 401 and "max_age_seconds" in document["error"], document
+    else:
+        assert status == 200 and document["status"] == "ok", document

@@ -25,14 +25,14 @@ from urllib.parse import quote_plus
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from bot.aws_lambda import LambdaEntry
 from bot.runtime import Runtime
 from bot.s3_events import delivery_from_s3_record
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
-from tests.helpers import Aws, code_sha256, code_zip, make_settings, wait_idle
+from tests.helpers import AppClient, Aws, code_sha256, code_zip, make_settings, wait_idle
 from tests.sns_signing import TOPIC, Signer, load_json, notification
 
 KEY = "drop/build 7.zip"  # a space, so the '+' S3 writes in notifications is decoded on the way
@@ -189,7 +189,7 @@ async def test_post_sns_deploys_an_upload_once(
     cert_origin: str,
 ) -> None:
     runtime = make_runtime(AWS_ENDPOINT_URL_SNS=cert_origin)
-    client: TestClient = await aiohttp_client(create_app(runtime))
+    client: AppClient = await aiohttp_client(create_app(runtime))
     document = signer.sign(
         notification(
             upload.s3_message(), subject="Amazon S3 Notification", version="1", cert_url=f"{cert_origin}/cert.pem"

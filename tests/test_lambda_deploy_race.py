@@ -85,6 +85,7 @@ class RevisionProxy:
                 await hold.release.wait()
                 break
         alias = rest.removeprefix("/aliases/") if rest.startswith("/aliases/") else None
+        key: Any  # a function name, or (function name, alias name) for an alias
         key, table = ((name, alias), self.aliases) if alias else (name, self.functions)
         guarded = request.method in ("PUT", "POST") and (rest in ("/code", "/configuration", "/versions") or alias)
         if guarded and body:

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bot.aws_lambda import LambdaEntry, RecordsFailed
 from bot.github_webhook import sign
@@ -28,7 +27,7 @@ from bot.runtime import Runtime
 from bot.server import create_app
 from bot.sns_fetch import SnsFetcher
 from tests.fake_github import FakeGitHub
-from tests.helpers import Chain, fixture_bytes, github_headers, make_settings
+from tests.helpers import AppClient, Chain, fixture_bytes, github_headers, make_settings
 from tests.lambda_events import function_url_event, sns_event
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
@@ -81,7 +80,7 @@ async def test_serve_relays_to_sns_and_the_lambda_worker_comments(
     aiohttp_client: Callable[..., Any],
 ) -> None:
     fake, github_url = fake_github
-    client: TestClient = await aiohttp_client(create_app(Runtime.build(relay_settings(tmp_path, chain, github_url))))
+    client: AppClient = await aiohttp_client(create_app(Runtime.build(relay_settings(tmp_path, chain, github_url))))
     headers = github_headers(ISSUE_OPENED, "issues", delivery_id="relay-1")
     response = await client.post("/webhook", data=ISSUE_OPENED, headers=headers)
     assert response.status == 200 and (await response.json())["status"] == "relayed"
@@ -146,7 +145,7 @@ async def test_publish_failure_is_a_generic_502_with_the_detail_in_the_log(
     _, github_url = fake_github
     settings = relay_settings(tmp_path, chain, github_url)
     chain.sns.delete_topic(TopicArn=chain.topic_arn)
-    client: TestClient = await aiohttp_client(create_app(Runtime.build(settings)))
+    client: AppClient = await aiohttp_client(create_app(Runtime.build(settings)))
     response = await client.post("/webhook", data=ISSUE_OPENED, headers=github_headers(ISSUE_OPENED, "issues"))
     answer = await response.text()
     # GitHub shows the answer in its delivery log: no ARN, account id or botocore wording may reach it

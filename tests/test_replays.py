@@ -22,11 +22,18 @@ ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 TABLE = "hookbot-replays"
 
 
-def issue(delivery_id: str, number: int = 1, **extra: str) -> Delivery:
+def issue(delivery_id: str, number: int = 1, sns_message_id: str | None = None) -> Delivery:
     """An issues.opened delivery (one the greeter wants, so it is claimed) about issue ``number``."""
     body = ISSUE_OPENED.replace(b'"number": 1,', f'"number": {number},'.encode(), 1)
     payload = json.loads(body)
-    return Delivery(event="issues", delivery_id=delivery_id, payload=payload, body=body, source="lambda-sns", **extra)
+    return Delivery(
+        event="issues",
+        delivery_id=delivery_id,
+        payload=payload,
+        body=body,
+        source="lambda-sns",
+        sns_message_id=sns_message_id,
+    )
 
 
 def dispatcher_for(tmp_path: Path, github_url: str, **env: str) -> Dispatcher:

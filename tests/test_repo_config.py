@@ -17,7 +17,8 @@ from bot.aws_lambda import LambdaEntry
 from bot.cli import main
 from bot.delivery import Delivery
 from bot.plugins import load_plugins
-from bot.repo_config import OFF, RepoConfigError, effective_configs, parse_repo_file
+from bot.repo_config import OFF, effective_configs
+from bot.repo_config_yaml import RepoConfigError, parse_repo_file
 from bot.runtime import Runtime, server_ceiling
 from handlers.greeter import MARKER
 from tests.fake_github import FakeGitHub

@@ -9,13 +9,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bot.github_webhook import sign
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings, wait_idle
+from tests.helpers import SECRET, AppClient, fixture_bytes, github_headers, make_settings, wait_idle
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 
@@ -23,7 +22,7 @@ ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 @pytest.fixture
 async def bot_client(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
-) -> tuple[TestClient, FakeGitHub]:
+) -> tuple[AppClient, FakeGitHub]:
     fake, url = fake_github
     settings = make_settings(
         tmp_path,
@@ -32,12 +31,12 @@ async def bot_client(
         GITHUB_API_URL=url,
     )
     runtime = Runtime.build(settings, secrets_=webhook_secrets(settings))
-    client: TestClient = await aiohttp_client(create_app(runtime))
+    client: AppClient = await aiohttp_client(create_app(runtime))
     return client, fake
 
 
 async def test_signed_issue_opened_is_greeted_once_even_when_delivered_twice(
-    bot_client: tuple[TestClient, FakeGitHub],
+    bot_client: tuple[AppClient, FakeGitHub],
 ) -> None:
     client, fake = bot_client
     headers = github_headers(ISSUE_OPENED, "issues")
@@ -57,7 +56,7 @@ async def test_signed_issue_opened_is_greeted_once_even_when_delivered_twice(
     assert fake.calls("POST")[0].headers["User-Agent"].startswith("hookbot/")
 
 
-async def test_redelivery_under_a_new_id_is_not_greeted_twice(bot_client: tuple[TestClient, FakeGitHub]) -> None:
+async def test_redelivery_under_a_new_id_is_not_greeted_twice(bot_client: tuple[AppClient, FakeGitHub]) -> None:
     client, fake = bot_client
     for status in (202, 200):  # the same body again is a duplicate whatever its delivery id
         response = await client.post("/webhook", data=ISSUE_OPENED, headers=github_headers(ISSUE_OPENED, "issues"))
@@ -66,7 +65,7 @@ async def test_redelivery_under_a_new_id_is_not_greeted_twice(bot_client: tuple[
     assert len(fake.posted_comments()) == 1
 
 
-async def test_form_encoded_delivery_is_accepted(bot_client: tuple[TestClient, FakeGitHub]) -> None:
+async def test_form_encoded_delivery_is_accepted(bot_client: tuple[AppClient, FakeGitHub]) -> None:
     client, fake = bot_client
     body = urlencode({"payload": ISSUE_OPENED.decode()}).encode()
     headers = github_headers(body, "issues", **{"Content-Type": "application/x-www-form-urlencoded"})
@@ -76,13 +75,13 @@ async def test_form_encoded_delivery_is_accepted(bot_client: tuple[TestClient, F
     assert len(fake.posted_comments()) == 1
 
 
-async def test_rotated_secret_still_accepted(bot_client: tuple[TestClient, FakeGitHub]) -> None:
+async def test_rotated_secret_still_accepted(bot_client: tuple[AppClient, FakeGitHub]) -> None:
     client, _ = bot_client
     headers = github_headers(ISSUE_OPENED, "issues", secret="old-secret-0123456789")
     assert (await client.post("/webhook", data=ISSUE_OPENED, headers=headers)).status == 202
 
 
-async def test_ping_answers_200(bot_client: tuple[TestClient, FakeGitHub]) -> None:
+async def test_ping_answers_200(bot_client: tuple[AppClient, FakeGitHub]) -> None:
     client, fake = bot_client
     body = fixture_bytes("github/ping.json")
     response = await client.post("/webhook", data=body, headers=github_headers(body, "ping"))
@@ -102,7 +101,7 @@ async def test_ping_answers_200(bot_client: tuple[TestClient, FakeGitHub]) -> No
     ],
 )
 async def test_refusals(
-    bot_client: tuple[TestClient, FakeGitHub],
+    bot_client: tuple[AppClient, FakeGitHub],
     caplog: pytest.LogCaptureFixture,
     change: Callable[[dict[str, str], bytes], object],
     status: int,
@@ -120,14 +119,14 @@ async def test_refusals(
     assert fake.requests == []
 
 
-async def test_tampered_body_is_refused(bot_client: tuple[TestClient, FakeGitHub]) -> None:
+async def test_tampered_body_is_refused(bot_client: tuple[AppClient, FakeGitHub]) -> None:
     client, _ = bot_client
     headers = github_headers(ISSUE_OPENED, "issues")
     tampered = ISSUE_OPENED.replace(b"Codertocat", b"Mallory")
     assert (await client.post("/webhook", data=tampered, headers=headers)).status == 401
 
 
-async def test_sha1_only_is_refused_by_default(bot_client: tuple[TestClient, FakeGitHub]) -> None:
+async def test_sha1_only_is_refused_by_default(bot_client: tuple[AppClient, FakeGitHub]) -> None:
     import hashlib
     import hmac
 
@@ -150,20 +149,20 @@ async def test_sha1_only_is_refused_by_default(bot_client: tuple[TestClient, Fak
         (b"{}", "text/plain"),
     ],
 )
-async def test_bad_payloads_are_400(bot_client: tuple[TestClient, FakeGitHub], body: bytes, content_type: str) -> None:
+async def test_bad_payloads_are_400(bot_client: tuple[AppClient, FakeGitHub], body: bytes, content_type: str) -> None:
     client, _ = bot_client
     headers = github_headers(body, "issues", **{"Content-Type": content_type})
     assert (await client.post("/webhook", data=body, headers=headers)).status == 400
 
 
-async def test_oversized_body_is_413(bot_client: tuple[TestClient, FakeGitHub]) -> None:
+async def test_oversized_body_is_413(bot_client: tuple[AppClient, FakeGitHub]) -> None:
     client, _ = bot_client
     body = b"{" + b" " * 300_000 + b"}"
     response = await client.post("/webhook", data=body, headers=github_headers(body, "issues"))
     assert response.status == 413
 
 
-async def test_healthz_and_metrics(bot_client: tuple[TestClient, FakeGitHub]) -> None:
+async def test_healthz_and_metrics(bot_client: tuple[AppClient, FakeGitHub]) -> None:
     client, _ = bot_client
     health = await (await client.get("/healthz")).json()
     assert health["status"] == "ok" and health["pending"] == 0

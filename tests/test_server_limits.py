@@ -1,5 +1,6 @@
-"""The bounds below the request handlers (bot.server_limits): body budget, read deadline, connection cap, accept
-errors. The same bounds under real floods against a `hookbot serve` process are in tests/test_hostile.py."""
+"""The bounds below the request handlers (bot.body_budget, bot.connection_guard, bot.serve_loop): body budget,
+read deadline, connection cap, accept errors. The same bounds under real floods against a `hookbot serve` process
+are in tests/test_hostile.py."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
+from bot.body_budget import BodyBudget
+from bot.connection_guard import ConnectionGuard, RequestHead
 from bot.delivery import Refusal
 from bot.runtime import Runtime, webhook_secrets
+from bot.serve_loop import AcceptErrorLog, connection_cap
 from bot.server import BODY_BUDGET, create_app
-from bot.server_limits import AcceptErrorLog, BodyBudget, ConnectionGuard, RequestHead, connection_cap
 from tests.fake_github import FakeGitHub
-from tests.helpers import fixture_bytes, github_headers, make_settings
+from tests.helpers import AppClient, fixture_bytes, github_headers, make_settings
 
 FORGED_SIGNATURE = "sha256=" + "0" * 64
 
@@ -121,7 +123,7 @@ def test_too_many_open_files_is_logged_once_a_minute(caplog: pytest.LogCaptureFi
 @pytest.fixture
 async def small_client(
     tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
-) -> TestClient:
+) -> AppClient:
     _, url = fake_github
     config = make_settings(
         tmp_path,
@@ -132,11 +134,11 @@ async def small_client(
     app = create_app(Runtime.build(config, secrets_=webhook_secrets(config)))
     # any body not progressing gives way at once: the test need not wait for a stall to be noticed
     app[BODY_BUDGET] = BodyBudget(150_000, retry_after=5, stall_seconds=0.0)
-    test_client: TestClient = await aiohttp_client(app)
+    test_client: AppClient = await aiohttp_client(app)
     return test_client
 
 
-async def start_stalled_body(client: TestClient, sent: int, declared: int) -> tuple[asyncio.StreamReader, Any]:
+async def start_stalled_body(client: AppClient, sent: int, declared: int) -> tuple[asyncio.StreamReader, Any]:
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(
         (
@@ -156,14 +158,14 @@ async def answer_then_close(reader: asyncio.StreamReader) -> bytes:
         return await reader.read()
 
 
-async def test_a_stalled_body_is_answered_408_and_closed_at_the_read_deadline(small_client: TestClient) -> None:
+async def test_a_stalled_body_is_answered_408_and_closed_at_the_read_deadline(small_client: AppClient) -> None:
     reader, writer = await start_stalled_body(small_client, sent=10, declared=1000)
     answer = await answer_then_close(reader)
     assert answer.startswith(b"HTTP/1.1 408")
     writer.close()
 
 
-async def test_stalled_bodies_give_way_to_a_new_delivery_when_the_budget_is_full(small_client: TestClient) -> None:
+async def test_stalled_bodies_give_way_to_a_new_delivery_when_the_budget_is_full(small_client: AppClient) -> None:
     # two bodies of 90,000 bytes with one byte still to come: together over the 150,000 byte budget
     first_reader, first_writer = await start_stalled_body(small_client, sent=90_000, declared=90_001)
     for _ in range(500):  # wait until the server holds them (not a timing: a bounded poll of the budget)

@@ -1,10 +1,14 @@
 """Issue 14's smaller findings: --config on every command's help, a rate-limit gauge that does not start at 0,
-and a not-JSON refusal in hookbot's own words."""
+a not-JSON refusal in hookbot's own words, and a `make run` without the test tools."""
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 import sys
+from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -17,7 +21,7 @@ from bot.github_webhook import parse_payload
 def test_every_command_documents_config_and_the_log_options(command: str) -> None:
     parser = build_parser()
     subparsers = next(action for action in parser._actions if action.dest == "command")
-    text = subparsers.choices[command].format_help()  # type: ignore[attr-defined]
+    text = cast("dict[str, argparse.ArgumentParser]", subparsers.choices)[command].format_help()
     assert "--config FILE" in text and "--log-format" in text and "--log-level" in text
 
 
@@ -35,3 +39,18 @@ def test_a_body_that_is_not_json_is_refused_in_hookbots_words() -> None:
     with pytest.raises(Refusal) as info:
         parse_payload(b'{"action": "opened",', "application/json")
     assert (info.value.status, info.value.reason) == (400, "body is not valid JSON (line 1, column 21)")
+
+
+def test_make_run_installs_only_what_serve_needs() -> None:
+    """`make run` on a fresh clone builds the runtime-only venv; the test tools come with `make test`."""
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    targets = {
+        target.strip(): (prerequisites.split(), recipe)
+        for target, prerequisites, recipe in re.findall(
+            r"^([^\s#:][^:\n]*):([^=\n]*)\n((?:\t[^\n]*\n)*)", makefile, re.MULTILINE
+        )
+    }
+    assert targets["run"][0] == ["$(BIN)/.runtime"]
+    runtime_recipe = targets["$(BIN)/.runtime"][1]
+    assert "pip install --quiet -e ." in runtime_recipe and "[test]" not in runtime_recipe
+    assert "$(BIN)/.runtime" in targets["$(BIN)/.installed"][0] and "[test]" in targets["$(BIN)/.installed"][1]

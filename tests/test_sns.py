@@ -14,17 +14,18 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from bot.delivery import Refusal
+from bot.github_events import event_from_payload
 from bot.github_webhook import sign
 from bot.runtime import Runtime
 from bot.server import create_app
 from bot.sns import SnsVerifier, message_time, parse_message, string_to_sign
-from bot.sns_delivery import deliveries_from_notification, event_from_payload
+from bot.sns_delivery import deliveries_from_notification
 from bot.sns_fetch import SnsFetcher, verified_message
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, make_settings, wait_idle
+from tests.helpers import SECRET, AppClient, fixture_bytes, make_settings, wait_idle
 from tests.sns_signing import (
     CERT_URL,
     TOPIC,
@@ -332,13 +333,18 @@ async def test_cache_is_bounded_and_expires(signer: Signer) -> None:
     assert len(get.fetched) == 5
 
 
-async def test_failed_fetch_is_503_and_not_cached(signer: Signer) -> None:
+async def test_failed_fetch_is_503_and_remembered_for_a_minute(signer: Signer) -> None:
+    now = [0.0]
     get = CountingGet()
-    fetcher = SnsFetcher(get)
+    fetcher = SnsFetcher(get, clock=lambda: now[0])
     with pytest.raises(Refusal) as caught:
         await fetcher.certificate(CERT_URL)
-    assert caught.value.status == 503
+    assert caught.value.status == 503 and caught.value.retry_after == 60
     get.pages[CERT_URL] = signer.pem
+    with pytest.raises(Refusal):
+        await fetcher.certificate(CERT_URL)  # answered from memory: no second fetch
+    assert get.fetched == [CERT_URL]
+    now[0] = 61.0
     assert await fetcher.certificate(CERT_URL) == signer.pem
 
 
@@ -425,7 +431,7 @@ def test_unknown_messages_are_400(body: str) -> None:
 
 @dataclass
 class SnsBot:
-    client: TestClient
+    client: AppClient
     fake: FakeGitHub
     visits: list[str]
     origin: str
@@ -464,7 +470,7 @@ async def sns_bot(
         GITHUB_API_URL=url,
         AWS_ENDPOINT_URL_SNS=str(server.make_url("/")),
     )
-    client: TestClient = await aiohttp_client(create_app(Runtime.build(settings)))
+    client: AppClient = await aiohttp_client(create_app(Runtime.build(settings)))
     return SnsBot(client, fake, visits, str(server.make_url("")).rstrip("/"))
 
 

@@ -18,7 +18,7 @@ def plugin_module(handler: object, *events: str) -> ModuleType:
     module = ModuleType("sample")
     module.router = Router()  # type: ignore[attr-defined]
     for event in events or ("issues",):
-        module.router.register(event)(handler)  # type: ignore[attr-defined]
+        module.router.register(event)(handler)
     return module
 
 

@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bot.aws_lambda import LambdaEntry
 from bot.delivery import Delivery
 from bot.runtime import Runtime
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
-from tests.helpers import fixture_bytes, github_headers, make_settings
+from tests.helpers import AppClient, fixture_bytes, github_headers, make_settings
 from tests.lambda_events import function_url_event
 
 PUSH = fixture_bytes("github/push.json")
@@ -29,14 +28,14 @@ PUSH = fixture_bytes("github/push.json")
 
 async def serve(
     tmp_path: Path, url: str, aiohttp_client: Callable[..., Any], config: str = ""
-) -> tuple[TestClient, Runtime]:
+) -> tuple[AppClient, Runtime]:
     settings = make_settings(tmp_path, config, GITHUB_TOKEN="ghp_test", GITHUB_API_URL=url)
     runtime = Runtime.build(settings)
-    client: TestClient = await aiohttp_client(create_app(runtime))
+    client: AppClient = await aiohttp_client(create_app(runtime))
     return client, runtime
 
 
-async def unwanted_count(client: TestClient) -> float:
+async def unwanted_count(client: AppClient) -> float:
     for line in (await (await client.get("/metrics")).text()).splitlines():
         if line.startswith("hookbot_deliveries_total{") and 'event="push"' in line and 'outcome="unwanted"' in line:
             return float(line.rsplit(" ", 1)[1])
