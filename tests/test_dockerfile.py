@@ -5,6 +5,7 @@ Docker itself cannot run here, so the image's CMD and HEALTHCHECK are run direct
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -70,3 +71,10 @@ def test_cmd_and_healthcheck_run_as_the_image_would(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_the_container_checks_still_import() -> None:
+    """`make test-container` runs tests/container/check_image.py only where podman can; importing it here keeps
+    the helpers it borrows from tests/ (the fake GitHub, signed headers) from moving away unnoticed."""
+    module = importlib.import_module("tests.container.check_image")
+    assert module.STATE == "/var/lib/hookbot"
