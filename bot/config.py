@@ -11,7 +11,6 @@ Precedence: environment variable (when set and not empty), then the config file,
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +63,8 @@ def check_webhook_secrets(github: Mapping[str, Resolved], env: Mapping[str, str]
 
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The valid name a typo most likely meant, or None when nothing is close."""
+    import difflib  # only a mistake needs it (~0.5 ms at a cold start)
+
     matches = difflib.get_close_matches(name, sorted(choices), n=1, cutoff=0.6)
     return matches[0] if matches else None
 

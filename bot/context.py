@@ -6,8 +6,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import bot.logs  # noqa: F401 - sets hookbot's logger class before the logger below is made
+
 if TYPE_CHECKING:
     from bot.dedupe import DedupeStore
+
+actions_log = logging.getLogger("hookbot.actions")
 
 
 @dataclass(slots=True)
@@ -22,7 +26,7 @@ class ActionLog:
 
     def record(self, line: str) -> None:
         self.lines.append(f"[dry-run] {line}" if self.dry_run else line)
-        logging.getLogger("hookbot.actions").info(line, extra={"fields": {"dry_run": self.dry_run}})
+        actions_log.info(line, extra={"fields": {"dry_run": self.dry_run}})
 
 
 @dataclass(frozen=True, slots=True)

@@ -292,7 +292,8 @@ class Dispatcher:
         outcome = Outcome(plugin.name, "ok", _ms(started))
         await self.dedupe.mark_done(key)
         await steps.forget()  # the plugin's mark now covers its steps (written first: a crash here loses nothing)
-        log.debug("handler finished", extra={"fields": _fields(delivery, outcome)})
+        if log.isEnabledFor(logging.DEBUG):  # its fields cost more than the check, and the line is seldom on
+            log.debug("handler finished", extra={"fields": _fields(delivery, outcome)})
         return outcome
 
 

@@ -165,6 +165,11 @@ def aiohttp_transport(session: aiohttp.ClientSession) -> Transport:
     return send
 
 
+async def no_transport(method: str, url: str, headers: Mapping[str, str], body: bytes) -> Answer:
+    """The transport of a dry-run client without credentials, which sends nothing: it answers every call itself."""
+    raise RuntimeError(f"a dry-run client without credentials sent {method} {url}")
+
+
 class HookbotGitHubAPI(PlainCalls):
     """gidgethub's client, pinned to one API origin, retrying what is safe and recording every write.
 
@@ -351,8 +356,9 @@ class GitHubClients:
         """The client to act with on behalf of a delivery (its installation, when it came to a GitHub App)."""
         if self.dry_run:
             token = self.settings.token if self.settings.has_credentials else None
+            # Without a token nothing is sent, so no HTTP session is made (at a Lambda cold start, none at all).
             return DryRunGitHubAPI(
-                self.transport(),
+                self.transport() if token is not None else no_transport,
                 can_read=token is not None,
                 actions=actions,
                 oauth_token=token,

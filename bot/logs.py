@@ -105,8 +105,10 @@ class JsonFormatter(logging.Formatter):
             for key, value in fields.items():
                 if key.lower() in _SECRET_FIELDS:
                     line[key] = REDACTED
-                else:
-                    line[key] = redact(value) if isinstance(value, str) else value
+                elif isinstance(value, str) and value != delivery_id:
+                    line[key] = redact(value)
+                else:  # not text, or the delivery id the line already shows as it is (a new one on every line)
+                    line[key] = value
         if record.exc_info:
             line["error"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(line, default=str).decode()

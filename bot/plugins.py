@@ -75,9 +75,23 @@ def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
 
 
 def builtin_names(available: Mapping[str, importlib.metadata.EntryPoint]) -> list[str]:
-    return sorted(
-        name for name, ep in available.items() if ep.dist is not None and ep.dist.name == BUILTIN_DISTRIBUTION
-    )
+    """The plugins shipped by hookbot's own distribution.
+
+    A distribution's name is read from its METADATA file, parsed whole with the ``email`` package at every ask;
+    the built-ins share one distribution, so each distribution is asked once (three parses fewer at every start,
+    a Lambda cold start included).
+    """
+    names: dict[int, str] = {}
+    builtin = []
+    for name, ep in available.items():
+        if ep.dist is None:
+            continue
+        key = id(ep.dist)
+        if key not in names:
+            names[key] = ep.dist.name
+        if names[key] == BUILTIN_DISTRIBUTION:
+            builtin.append(name)
+    return sorted(builtin)
 
 
 def load_plugins(

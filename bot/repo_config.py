@@ -12,7 +12,6 @@ can narrow and personalise, never widen.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -150,6 +149,8 @@ def _check_setting(file: RepoFile, plugin: str, settings: RepositorySettings[Any
 
 
 def _suggest(name: str, choices: Any) -> str:
+    import difflib  # only a mistake needs it (~0.5 ms at a cold start)
+
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

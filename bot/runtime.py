@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.aws import AwsClients
 from bot.claim_check import PayloadStore
@@ -18,11 +19,13 @@ from bot.github import GitHubClients
 from bot.health import Health
 from bot.logs import register_secret
 from bot.plugins import Plugin, PluginReport, installed_plugins, load_plugin_report
-from bot.relay import Relay
 from bot.repo_config import CeilingEntry, ServerCeiling
-from bot.repo_config_loader import RepoConfigs
 from bot.sns import SnsVerifier
 from bot.sns_fetch import SnsFetcher
+
+if TYPE_CHECKING:
+    from bot.relay import Relay
+    from bot.repo_config_loader import RepoConfigs
 
 log = logging.getLogger("hookbot")
 
@@ -76,7 +79,7 @@ class Runtime:
             aws=aws,
             dry_run=effective_dry_run,
             # Without credentials there is nothing to read a repository's file with: the server's config applies.
-            repo_configs=RepoConfigs(server_ceiling(plugins)) if settings.github.has_credentials else None,
+            repo_configs=repo_configs(plugins) if settings.github.has_credentials else None,
         )
         verifier = SnsVerifier.build(
             settings.sns.topic_arns,
@@ -84,11 +87,11 @@ class Runtime:
             max_age_seconds=settings.sns.max_age_seconds,
         )
         payloads = PayloadStore(aws, settings.relay.payload_bucket, max_bytes=settings.server.max_body_bytes)
-        relay = (
-            Relay(settings.relay.topic_arn, aws, secrets=secret_values, payloads=payloads)
-            if settings.relay.topic_arn
-            else None
-        )
+        relay: Relay | None = None
+        if settings.relay.topic_arn:
+            from bot.relay import Relay  # only a relaying server needs it: one import less at a Lambda cold start
+
+            relay = Relay(settings.relay.topic_arn, aws, secrets=secret_values, payloads=payloads)
         return cls(settings, dispatcher, github, secret_values, verifier, SnsFetcher(), relay, health, payloads, report)
 
     def check_dedupe_table(self) -> None:
@@ -115,6 +118,14 @@ def refuse_live_without_credentials(report: PluginReport) -> None:
             "GITHUB_PRIVATE_KEY), or limit [hookbot] handlers to plugins that do not call GitHub "
             '(e.g. handlers = ["lambda_deploy"] with only [[lambda_deploy.s3]] rules)'
         )
+
+
+def repo_configs(plugins: list[Plugin]) -> RepoConfigs:
+    """The reader of repositories' .github/hookbot.yml; imported here, since only a bot with GitHub credentials has
+    one (a dry-run Lambda without them does not pay for the import at its cold start)."""
+    from bot.repo_config_loader import RepoConfigs
+
+    return RepoConfigs(server_ceiling(plugins))
 
 
 def server_ceiling(plugins: list[Plugin]) -> ServerCeiling:
