@@ -25,6 +25,7 @@ import pstats
 import statistics
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 
 from load import WORKLOADS  # bench/load.py and bench/servers.py, beside this script
@@ -59,6 +60,7 @@ async def run(runtime: Runtime, state: Path, bodies: list[tuple[bytes, str]]) ->
     )
     await inbox.start()
     submitted = 0
+    admissions: Counter[str] = Counter()
 
     async def client() -> None:
         nonlocal submitted
@@ -69,7 +71,7 @@ async def run(runtime: Runtime, state: Path, bodies: list[tuple[bytes, str]]) ->
             delivery = delivery_from_github(
                 body, event="issues", delivery_id=str(uuid.uuid4()), content_type="application/json", source="replay"
             )
-            await inbox.submit(delivery)
+            admissions[await inbox.submit(delivery)] += 1
 
     loop_before, others_before = thread_cpu_seconds(os.getpid())
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
@@ -77,6 +79,8 @@ async def run(runtime: Runtime, state: Path, bodies: list[tuple[bytes, str]]) ->
         await asyncio.sleep(0.001)
     loop_after, others_after = thread_cpu_seconds(os.getpid())
     await inbox.stop(grace=1.0)
+    if admissions["accepted"] != deliveries:  # a duplicate or a refusal would measure another path
+        raise SystemExit(f"not every delivery was accepted as new: {dict(admissions)}")
     return (loop_after - loop_before) / deliveries * 1e6, (others_after - others_before) / deliveries * 1e6
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from bot.repo_config_yaml import RepoFile
+if TYPE_CHECKING:  # only read files are checked here; a bot without credentials never reads one (cold start)
+    from bot.repo_config_yaml import RepoFile
 
 EXTENDS_KEY = "_extends"
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # a GitHub owner or repository name (and nothing like ".." or "/")

@@ -27,7 +27,7 @@ print(json.dumps({
 }))
 """
 # Needed only with GitHub credentials (a repository's .github/hookbot.yml), with a relay, or for a "did you mean".
-NOT_NEEDED = ("bot.repo_config_loader", "bot.relay", "difflib")
+NOT_NEEDED = ("bot.repo_config_loader", "bot.repo_config_yaml", "bot.relay", "difflib")
 
 
 def test_a_first_dry_run_delivery_imports_and_builds_only_what_it_needs(tmp_path: Path) -> None:
