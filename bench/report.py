@@ -175,7 +175,13 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
             + ".",
         ]
     if summary["pool_wrapped"]:
-        lines += ["", f"Pool wrapped (some bodies sent twice) for: {', '.join(summary['pool_wrapped'])}."]
+        lines += [
+            "",
+            "Runs that sent more requests than the pool holds, so some bodies twice: "
+            f"{', '.join(summary['pool_wrapped'])}"
+            " (each server starts with an empty state dir; only hookbot remembers bodies, so a hookbot run here would"
+            " have measured some duplicates).",
+        ]
     lines += [
         "",
         f"Load: `{config['wrk']}`",
