@@ -31,7 +31,7 @@ from pathlib import Path
 from load import WORKLOADS  # bench/load.py and bench/servers.py, beside this script
 from servers import thread_cpu_seconds
 
-from bot.cli import tune_garbage_collector
+from bot.commands.serve import tune_garbage_collector
 from bot.config import load_settings
 from bot.github_webhook import delivery_from_github, verify_signature
 from bot.inbox import JournalInbox

@@ -184,7 +184,7 @@ class LambdaEntry:
         failed scheduled invocation would only be retried into the failed-deliveries queue, and the next
         schedule tries again anyway.
         """
-        from bot.config import ConfigError, parse_duration
+        from bot.config_schema import ConfigError, parse_duration
         from bot.redeliver import redeliver
 
         runtime = self.runtime
@@ -277,7 +277,8 @@ _entry_lock = threading.Lock()
 
 def build_entry(env: Mapping[str, str]) -> LambdaEntry:
     """The cold start: settings from ``env``, the Runtime, and the de-dup table's key schema checked once."""
-    from bot.config import ConfigError, load_settings
+    from bot.config import load_settings
+    from bot.config_schema import ConfigError
     from bot.logs import setup_logging
     from bot.runtime import Runtime
 

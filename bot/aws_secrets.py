@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bot.config import ConfigError
+from bot.config_schema import ConfigError
 
 SECRET_VARIABLES = ("GITHUB_WEBHOOK_SECRET", "GITHUB_TOKEN", "GITHUB_PRIVATE_KEY")
 SSM_SUFFIX = "_SSM_PARAMETER"

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from bot.config import ConfigError
+from bot.config_schema import ConfigError
 from bot.health import Health
 
 if TYPE_CHECKING:

@@ -40,11 +40,11 @@ import orjson
 from gidgethub import BadRequest, HTTPException, RateLimitExceeded, sansio
 
 from bot import USER_AGENT
-from bot.config import GitHubSettings
 from bot.context import ActionLog
 from bot.github_calls import PlainCalls, decipher_response
 from bot.loop_session import LoopSession
 from bot.metrics import GITHUB_RATE_LIMIT_REMAINING, GITHUB_REQUESTS
+from bot.settings import GitHubSettings
 
 log = logging.getLogger("hookbot.github")
 

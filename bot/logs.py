@@ -180,7 +180,7 @@ def setup_logging(log_format: str | None = None, level: str | int = logging.INFO
     ``console`` is for people at a terminal, ``json`` (one object per line) for CloudWatch Logs Insights and
     ``jq``; without a choice, a terminal gets console and anything else (a container's log, a file) JSON.
     """
-    from bot.config import ConfigError
+    from bot.config_schema import ConfigError
 
     stream = stream or sys.stderr
     if log_format is None:

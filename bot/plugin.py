@@ -44,7 +44,7 @@ from gidgethub.abc import GitHubAPI
 from gidgethub.routing import Router
 
 from bot.aws import AwsClients
-from bot.config import ConfigError, Section, Setting, check_event_names
+from bot.config_schema import ConfigError, Section, Setting, check_event_names
 from bot.context import ActionLog, StepMarks
 from bot.delivery import WILDCARD, Delivery, Source, action_of, describe, matches, repository_of
 from bot.github import UntrustedURLError

@@ -12,7 +12,7 @@ without rules) returns None from ``setup`` and is not loaded: otherwise it would
 every delivery, which for two idle built-ins was over a quarter of a delivery's CPU (BENCHMARKS.md).
 
 Before any ``setup`` runs, the config's sections are checked against the core's and the plugins' names, and a
-plugin's section against its declared ``SETTINGS`` (bot.config.Section), so a typo stops hookbot with the file,
+plugin's section against its declared ``SETTINGS`` (bot.config_schema.Section), so a typo stops hookbot with the file,
 the key and the closest valid name. What was not loaded, and why, goes into the report the start-up summary logs
 once (``hookbot serve``), rather than a log line from every command that loads plugins.
 """
@@ -32,7 +32,8 @@ from typing import Any
 from gidgethub import sansio
 from gidgethub.routing import Router
 
-from bot.config import ConfigError, Section, check_top_level, closest
+from bot.config import check_top_level
+from bot.config_schema import ConfigError, Section, closest
 from bot.plugin import Event, Setup
 from bot.repo_config import RepositorySettings, SettingError
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from gidgethub import apps
 
-from bot.config import ConfigError
+from bot.config_schema import ConfigError
 from bot.context import ActionLog
 from bot.github import HookbotGitHubAPI
 from bot.runtime import Runtime

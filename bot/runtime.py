@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from bot.aws import AwsClients
 from bot.claim_check import PayloadStore
-from bot.config import ConfigError, Settings, check_webhook_secret
+from bot.config import check_webhook_secret
+from bot.config_schema import ConfigError
 from bot.dedupe import CachedDedupeStore, DedupeStore, DynamoDedupeStore, MemoryDedupeStore, check_table
 from bot.dispatch import Dispatcher
 from bot.github import GitHubClients
@@ -20,6 +21,7 @@ from bot.health import Health
 from bot.logs import register_secret
 from bot.plugins import Plugin, PluginReport, installed_plugins, load_plugin_report
 from bot.repo_config import CeilingEntry, ServerCeiling
+from bot.settings import Settings
 from bot.sns import SnsVerifier
 from bot.sns_fetch import SnsFetcher
 

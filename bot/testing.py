@@ -32,7 +32,7 @@ import orjson
 from gidgethub import sansio
 
 from bot.aws import AwsClients
-from bot.config import ConfigError
+from bot.config_schema import ConfigError
 from bot.context import ActionLog
 from bot.delivery import WILDCARD, Delivery
 from bot.github import Answer, DryRunGitHubAPI, HookbotGitHubAPI

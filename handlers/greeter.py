@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bot.config import closest
+from bot.config_schema import closest
 from bot.plugin import (
     Context,
     Event,

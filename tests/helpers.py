@@ -19,9 +19,10 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.config import Settings, load_settings
+from bot.config import load_settings
 from bot.delivery import Delivery
 from bot.github_webhook import sign
+from bot.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "test-webhook-secret"

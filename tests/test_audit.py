@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from bot import cli
-from bot.config import ConfigError
+from bot.config_schema import ConfigError
 from bot.delivery import Delivery
 from bot.runtime import Runtime
 from handlers.audit.records import REDACTED, parse_pattern, redact

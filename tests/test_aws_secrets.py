@@ -9,7 +9,8 @@ import boto3
 import pytest
 
 from bot.aws_secrets import resolve_secrets, secret_references
-from bot.config import ConfigError, load_settings
+from bot.config import load_settings
+from bot.config_schema import ConfigError
 
 PRIVATE_KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIB...\n-----END RSA PRIVATE KEY-----\n"
 

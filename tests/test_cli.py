@@ -177,7 +177,7 @@ def test_serve_runs_on_uvloop_when_it_is_installed() -> None:
     import asyncio
     import importlib.util
 
-    from bot.cli import new_event_loop
+    from bot.commands.serve import new_event_loop
 
     loop = new_event_loop()
     try:
@@ -191,7 +191,7 @@ def test_serve_runs_on_uvloop_when_it_is_installed() -> None:
 def test_serve_takes_start_up_objects_out_of_the_garbage_collector() -> None:
     import gc
 
-    from bot.cli import GC_THRESHOLDS, tune_garbage_collector
+    from bot.commands.serve import GC_THRESHOLDS, tune_garbage_collector
 
     thresholds = gc.get_threshold()
     try:

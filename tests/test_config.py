@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import load_settings
+from bot.config_schema import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

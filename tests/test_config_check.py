@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.config import ConfigError, reference_table
+from bot.config import reference_table
+from bot.config_schema import ConfigError
 from tests.helpers import FIXTURES
 
 README = Path(__file__).parent.parent / "README.md"

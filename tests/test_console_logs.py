@@ -84,12 +84,12 @@ def test_a_traceback_only_for_an_unexpected_error() -> None:
 
 async def test_an_explained_handler_failure_is_one_line_without_traceback(caplog: pytest.LogCaptureFixture) -> None:
     from bot.aws import AwsClients
-    from bot.config import GitHubSettings
     from bot.dedupe import MemoryDedupeStore
     from bot.dispatch import Dispatcher
     from bot.github import GitHubClients
     from bot.plugin import HandlerError, Router
     from bot.plugins import Plugin
+    from bot.settings import GitHubSettings
 
     router = Router()
 

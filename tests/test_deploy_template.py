@@ -147,7 +147,7 @@ def test_secrets_are_never_template_parameters_or_plain_environment(template: di
 
 
 def test_functions_run_bot_aws_lambda_on_python_312_with_names_hookbot_reads(template: dict[str, Any]) -> None:
-    known = (ROOT / "bot" / "config.py").read_text()
+    known = "".join((ROOT / "bot" / module).read_text() for module in ("config.py", "settings.py"))
     functions = resources(template, "AWS::Lambda::Function")
     assert set(functions) == {"IngressFunction", "WorkerFunction"}
     for name, function in functions.items():

@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 import handlers.exec as exec_plugin
-from bot.config import ConfigError, load_settings
+from bot.config import load_settings
+from bot.config_schema import ConfigError
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult
 from bot.runtime import Runtime

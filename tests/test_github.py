@@ -19,7 +19,6 @@ from gidgethub import BadRequest, GitHubBroken, HTTPException, RateLimitExceeded
 from gidgethub.sansio import RateLimit
 from gidgethub.sansio import decipher_response as gidgethub_decipher
 
-from bot.config import GitHubSettings
 from bot.context import ActionLog
 from bot.github import GitHubClients, UntrustedURLError, is_permanent, rate_limit_wait
 from bot.github_calls import decipher_response
@@ -28,6 +27,7 @@ from bot.inbox import journal_path, recent_deliveries
 from bot.metrics import REGISTRY
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app
+from bot.settings import GitHubSettings
 from tests.fake_github import FakeGitHub, Fault
 from tests.helpers import AppClient, fixture_bytes, github_headers, make_settings
 

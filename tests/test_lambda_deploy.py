@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import handlers.lambda_deploy as lambda_deploy
-from bot.config import ConfigError
+from bot.config_schema import ConfigError
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult
 from bot.runtime import Runtime

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError
+from bot.config_schema import ConfigError
 from bot.plugins import installed_plugins, load_plugin_report, load_plugins
 from handlers import greeter
 

@@ -18,13 +18,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.config import ConfigError, GitHubSettings
+from bot.config_schema import ConfigError
 from bot.context import ActionLog
 from bot.delivery import Delivery
 from bot.github import GitHubClients
 from bot.logs import JsonFormatter
 from bot.plugin import Event
 from bot.runtime import Runtime
+from bot.settings import GitHubSettings
 from handlers.audit.records import REDACTED, build_record, configure
 from tests.fake_github import FakeGitHub
 from tests.helpers import fixture_bytes, installation_token_2026, make_settings

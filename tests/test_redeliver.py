@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.cli import redeliver
-from bot.config import ConfigError
+from bot.commands.deliveries import redeliver
+from bot.config_schema import ConfigError
 from bot.redeliver import Hook, to_redeliver
 from bot.runtime import Runtime, webhook_secrets
 from bot.server import create_app

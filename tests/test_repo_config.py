@@ -163,7 +163,7 @@ def test_widening_and_mistakes_are_refused_naming_the_key_and_line(
 
 
 def test_the_server_config_takes_the_same_checks(tmp_path: Path) -> None:
-    from bot.config import ConfigError
+    from bot.config_schema import ConfigError
 
     with pytest.raises(ConfigError, match=r"uses \{autor\}"):
         load_plugins(["greeter"], {"greeter": {"issue_comment": "Hi {autor}"}})

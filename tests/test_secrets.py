@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from bot.config import ConfigError, load_settings
+from bot.config import load_settings
+from bot.config_schema import ConfigError
 from bot.runtime import SECRET_FILE, ensure_webhook_secret
 
 

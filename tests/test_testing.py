@@ -6,7 +6,7 @@ from types import ModuleType
 
 import pytest
 
-from bot.config import ConfigError
+from bot.config_schema import ConfigError
 from bot.plugin import Context, Event, GitHubAPI, Router, UntrustedURLError, comment_once, hidden_marker, issue_path
 from bot.testing import FakeGitHub, run_plugin
 from tests.helpers import FIXTURES

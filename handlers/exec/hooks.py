@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bot.config import did_you_mean
+from bot.config_schema import did_you_mean
 from bot.plugin import (
     REDACTED,
     Context,

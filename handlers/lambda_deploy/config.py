@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
-from bot.config import did_you_mean
+from bot.config_schema import did_you_mean
 from bot.plugin import SettingError
 from handlers.lambda_deploy.errors import Refused
 from handlers.lambda_deploy.ordering import DeployQueue
