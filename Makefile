@@ -31,9 +31,9 @@ test: lint
 	$(BIN)/pytest -q
 
 # The Dockerfile built and run for real with podman (installed through apt when missing), as `docker run` would run
-# it: see tests/container/run.py. Where podman cannot run it says so and exits 0, having tested nothing.
+# it: see tests/deploy/container/run.py. Where podman cannot run it says so and exits 0, having tested nothing.
 test-container: $(BIN)/.installed
-	$(BIN)/python -m tests.container.run
+	$(BIN)/python -m tests.deploy.container.run
 
 # A benchmark, not a test: CI never runs it. It installs wrk (apt), the `fast` extra, matplotlib and py-spy into the
 # venv, and the Node.js peers (Probot, @octokit/webhooks) into bench/node when Node.js is there, then measures

@@ -114,7 +114,7 @@ def event_label(event: str) -> str:
 # event, the top-level keys every one of its payloads carries, and its actions: a tuple of the documented ones (None
 # in it: the payload may carry no action), or ANY_ACTION for events with many actions, which GitHub keeps adding to.
 # Derived from the 726 examples of @octokit/webhooks-examples 7.6.1 (api.github.com and GHES 3.1 to 3.5) and the
-# actions the package lists per event; tests/test_legacy_events.py runs every example through event_from_payload.
+# actions the package lists per event; tests/bot/test_legacy_events.py runs every example through event_from_payload.
 # Keys most events carry (who, where): required by the events that have nothing else, but never what makes one
 # event's shape more specific than another's.
 ENVELOPE = frozenset({"sender", "repository", "organization", "installation", "enterprise"})

@@ -24,7 +24,9 @@ from bot.delivery import Delivery
 from bot.github_webhook import sign
 from bot.settings import Settings
 
-FIXTURES = Path(__file__).parent / "fixtures"
+# The repository (README, Makefile, deploy/, examples/), whichever folder of tests/ a test module sits in.
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
 SECRET = "test-webhook-secret"
 
 # What pytest-aiohttp's ``aiohttp_client`` returns for an application: spelled once, since ``TestClient`` is generic

@@ -24,8 +24,7 @@ from bot.package import (
     unneeded,
     write_zip,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def make_tree(root: Path) -> Path:

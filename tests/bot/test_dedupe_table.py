@@ -23,13 +23,12 @@ from bot.github_webhook import sign
 from bot.runtime import Runtime
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings
+from tests.helpers import ROOT, SECRET, fixture_bytes, github_headers, make_settings
 from tests.lambda_events import function_url_event, sns_event
 from tests.processes import issue_body
 from tests.sns_signing import TOPIC, notification
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
-REPO = Path(__file__).resolve().parent.parent
 WRONG_LINE = "de-dup table keyed-wrong is keyed pk (string, HASH); hookbot needs delivery_id (string) as its only key"
 
 
@@ -73,7 +72,7 @@ def test_serve_stops_at_start_on_a_table_keyed_wrong(moto: str, tmp_path: Path) 
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=REPO,
+        cwd=ROOT,
     )
     assert done.returncode == 2
     assert WRONG_LINE in done.stderr

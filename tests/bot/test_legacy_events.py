@@ -13,7 +13,7 @@ import pytest
 
 from bot.config import load_settings
 from bot.github_events import DOCUMENTED_EVENTS, LEGACY_SHAPES, event_from_payload
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, ROOT
 
 EXAMPLES = FIXTURES / "octokit" / "webhooks-examples-7.6.1.shapes.json.gz"
 
@@ -70,5 +70,5 @@ def test_require_github_signature_defaults_to_true_and_has_an_environment_variab
     assert load_settings({}, config).sns.require_github_signature is True
     off = load_settings({"HOOKBOT_REQUIRE_GITHUB_SIGNATURE": "false"}, config)
     assert off.sns.require_github_signature is False
-    template = (Path(__file__).parent.parent / "deploy" / "template.yaml").read_text()
+    template = (ROOT / "deploy" / "template.yaml").read_text()
     assert 'HOOKBOT_REQUIRE_GITHUB_SIGNATURE: "true"' in template

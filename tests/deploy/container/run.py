@@ -1,4 +1,5 @@
-"""`make test-container`: build the real Dockerfile with podman and run tests/container/check_image.py against it.
+"""`make test-container`: build the real Dockerfile with podman and run tests/deploy/container/check_image.py
+against it.
 
 Steps, each said on stdout: install podman and its helpers through apt when missing; make the Debian base image
 once and keep it in podman's image store, tagged with a hash of the recipe (no registry is reachable where CI
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 IMAGE = "localhost/hookbot-test:latest"
 BASE_REPOSITORY = "localhost/hookbot-test-base"
 APT_PACKAGES = {"podman": "podman", "runc": "runc", "mmdebstrap": "mmdebstrap", "newuidmap": "uidmap", "ip": "iproute2"}

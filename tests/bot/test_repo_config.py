@@ -22,7 +22,7 @@ from bot.repo_config_yaml import RepoConfigError, parse_repo_file
 from bot.runtime import Runtime, server_ceiling
 from handlers.greeter import MARKER
 from tests.fake_github import FakeGitHub
-from tests.helpers import fixture_bytes, github_headers, make_settings
+from tests.helpers import ROOT, fixture_bytes, github_headers, make_settings
 from tests.lambda_events import function_url_event
 
 REPO = "Codertocat/Hello-World"
@@ -104,7 +104,7 @@ lambda_deploy:
 
 
 def test_the_readme_example_is_valid(tmp_path: Path) -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     example = readme.split("```yaml\n# .github/hookbot.yml\n", 1)[1].split("```", 1)[0]
     configs = resolve(example, tmp_path)
     assert configs["greeter"].pull_request_comment == ""  # no greeting on pull requests

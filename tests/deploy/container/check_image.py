@@ -1,6 +1,6 @@
 """The built image, run as `docker run` would run it: podman, the image's own CMD, HEALTHCHECK, USER and VOLUME.
 
-Run by tests/container/run.py (`make test-container`), which builds the image and starts this module inside a
+Run by tests/deploy/container/run.py (`make test-container`), which builds the image and starts this module inside a
 private network namespace: every container joins it, so the container's 127.0.0.1 is ours, the fake GitHub
 served here is reachable at 127.0.0.1 from inside, and the image's port 8080 is free. Not collected by `make test`
 (the file name does not match test_*.py), since it needs root, podman and a built image.

@@ -32,13 +32,12 @@ from bot.runtime import Runtime
 from bot.s3_events import delivery_from_s3_record
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
-from tests.helpers import AppClient, Aws, code_sha256, code_zip, make_settings, wait_idle
+from tests.helpers import ROOT, AppClient, Aws, code_sha256, code_zip, make_settings, wait_idle
 from tests.sns_signing import TOPIC, Signer, load_json, notification
 
 KEY = "drop/build 7.zip"  # a space, so the '+' S3 writes in notifications is decoded on the way
 FIXTURE_SNS = "aws/lambda-sns-s3-objectcreated.signed.json"
 FIXTURE_TOPIC = load_json(FIXTURE_SNS)["Records"][0]["Sns"]["TopicArn"]
-REPO = Path(__file__).resolve().parent.parent
 
 # No GitHub credentials at all: an S3-only auto-deployer acts once HOOKBOT_DRY_RUN=0 says so, and GitHub is
 # never asked anything (the fake GitHub stays reachable only to prove that no request reaches it).
@@ -210,5 +209,5 @@ async def test_post_sns_deploys_an_upload_once(
 def test_importing_the_plugin_loads_no_aws_sdk() -> None:
     """boto3 is paid for when a deployment runs, not when hookbot (or a Lambda cold start) loads its plugins."""
     code = "import sys, handlers.lambda_deploy; print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert loaded.stdout.strip() == "[]"

@@ -7,7 +7,6 @@ import argparse
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import cast
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from bot.cli import build_parser
 from bot.delivery import Refusal
 from bot.github_webhook import parse_payload
+from tests.helpers import ROOT
 
 
 @pytest.mark.parametrize("command", ["serve", "replay", "send", "deliveries", "redeliver", "package"])
@@ -43,7 +43,7 @@ def test_a_body_that_is_not_json_is_refused_in_hookbots_words() -> None:
 
 def test_make_run_installs_only_what_serve_needs() -> None:
     """`make run` on a fresh clone builds the runtime-only venv; the test tools come with `make test`."""
-    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
     targets = {
         target.strip(): (prerequisites.split(), recipe)
         for target, prerequisites, recipe in re.findall(

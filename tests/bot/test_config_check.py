@@ -11,9 +11,9 @@ import pytest
 from bot.cli import main
 from bot.config import reference_table
 from bot.config_schema import ConfigError
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, ROOT
 
-README = Path(__file__).parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The bounds below the request handlers (bot.body_budget, bot.connection_guard, bot.serve_loop): body budget,
 read deadline, connection cap, accept errors. The same bounds under real floods against a `hookbot serve` process
-are in tests/test_hostile.py."""
+are in tests/bot/test_hostile.py."""
 
 from __future__ import annotations
 

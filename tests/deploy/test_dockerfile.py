@@ -18,8 +18,8 @@ from pathlib import Path
 
 from bot.cli import build_parser
 from tests.conftest import free_port
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
@@ -74,7 +74,7 @@ def test_cmd_and_healthcheck_run_as_the_image_would(tmp_path: Path) -> None:
 
 
 def test_the_container_checks_still_import() -> None:
-    """`make test-container` runs tests/container/check_image.py only where podman can; importing it here keeps
+    """`make test-container` runs tests/deploy/container/check_image.py only where podman can; importing it here keeps
     the helpers it borrows from tests/ (the fake GitHub, signed headers) from moving away unnoticed."""
-    module = importlib.import_module("tests.container.check_image")
+    module = importlib.import_module("tests.deploy.container.check_image")
     assert module.STATE == "/var/lib/hookbot"

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
 
 
 def test_importing_the_modules_that_record_metrics_does_not_import_prometheus() -> None:
     code = "import sys, bot.logs, bot.github, bot.metrics; print('prometheus_client' in sys.modules)"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert loaded.stdout.strip() == "False"
 
 
@@ -22,7 +21,7 @@ def test_touching_one_metric_registers_every_metric() -> None:
         "print(sorted(m.name for m in REGISTRY.collect()))\n"
         "print(REGISTRY.get_sample_value('hookbot_inbox_pending'))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     names, pending = done.stdout.strip().splitlines()
     for name in ("hookbot_deliveries", "hookbot_handler_seconds", "hookbot_github_requests", "hookbot_journal_batch"):
         assert f"'{name}" in names

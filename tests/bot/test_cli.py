@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.helpers import FIXTURES, fixture_bytes, github_headers
+from tests.helpers import FIXTURES, ROOT, fixture_bytes, github_headers
 
 HOOKBOT = [sys.executable, "-m", "bot"]
 
@@ -27,7 +27,7 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     """The process environment without any GitHub credentials, with state under tmp_path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "HOOKBOT_"))}
     env["HOOKBOT_STATE_DIR"] = str(tmp_path / "state")
-    env["PYTHONPATH"] = str(Path(__file__).parent.parent)
+    env["PYTHONPATH"] = str(ROOT)
     return env
 
 
@@ -69,7 +69,7 @@ def test_replay_of_an_event_nobody_handles_says_so(clean_env: dict[str, str], tm
     assert result.stdout.strip() == "no actions for issues.edited"
 
 
-LABELER = Path(__file__).parent.parent / "examples/labeler/labeler.py"
+LABELER = ROOT / "examples/labeler/labeler.py"
 LABEL_LINE = '[dry-run] POST /repos/Codertocat/Hello-World/issues/1/labels {"labels":["triage"]}'
 
 

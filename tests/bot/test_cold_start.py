@@ -14,7 +14,6 @@ from tests.helpers import SECRET, fixture_bytes
 from tests.lambda_events import sns_event
 from tests.sns_signing import TOPIC, notification
 
-REPO = Path(__file__).resolve().parent.parent
 FIRST_DELIVERY = """
 import gc, json, sys
 import bot.aws_lambda

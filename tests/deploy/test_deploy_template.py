@@ -22,10 +22,9 @@ from bot.config import load_settings
 from bot.package import BUNDLED_CONFIG_NAME
 from bot.runtime import Runtime
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, Chain, fixture_bytes, github_headers
+from tests.helpers import ROOT, SECRET, Chain, fixture_bytes, github_headers
 from tests.lambda_events import function_url_event, sns_event
 
-ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "deploy" / "template.yaml"
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 
@@ -100,7 +99,7 @@ def test_deploy_rights_are_limited_to_the_configured_functions(template: dict[st
         action.startswith(("lambda:Create", "iam:")) and action != "lambda:CreateAlias" for action in granted
     )
     assert not any(action.startswith("s3:") and not action.startswith(("s3:Get", "s3:List")) for action in granted)
-    # The artifacts it deploys, and the large deliveries the ingress offloaded (tests/test_aws_recovery.py).
+    # The artifacts it deploys, and the large deliveries the ingress offloaded (tests/bot/test_aws_recovery.py).
     assert granted["s3:GetObject"] == [
         {"Fn::Sub": "${PayloadBucket.Arn}/*"},
         {"Fn::Sub": "arn:${AWS::Partition}:s3:::${ArtifactBucket}/*"},

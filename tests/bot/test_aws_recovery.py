@@ -19,11 +19,10 @@ from bot.dlq import LAMBDA_DESTINATION, SNS_REDRIVE, NotADeadLetter, dead_letter
 from bot.github_webhook import sign
 from bot.runtime import Runtime
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, make_settings
+from tests.helpers import ROOT, SECRET, make_settings
 from tests.lambda_events import sns_event
 from tests.processes import issue_body
 
-ROOT = Path(__file__).resolve().parent.parent
 HOOK = "/repos/Codertocat/Hello-World/hooks/1"
 
 

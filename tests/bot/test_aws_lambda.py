@@ -23,13 +23,12 @@ from bot.runtime import Runtime
 from bot.sns import SnsVerifier, message_time, parse_message
 from bot.sns_fetch import SnsFetcher
 from tests.fake_github import FakeGitHub
-from tests.helpers import SECRET, fixture_bytes, github_headers, make_settings
+from tests.helpers import ROOT, SECRET, fixture_bytes, github_headers, make_settings
 from tests.lambda_events import api_gateway_v1_event, function_url_event, sns_event
 from tests.sns_signing import CERT_URL, TOPIC, CountingGet, Signer, fixture_certificates, load_json, notification
 
 ISSUE_OPENED = fixture_bytes("github/issues.opened.json")
 COMMENTS = "/repos/Codertocat/Hello-World/issues/1/comments"
-REPO = Path(__file__).resolve().parent.parent
 
 
 def github_sns(body: bytes = ISSUE_OPENED, *, secret: str = SECRET, delivery: str = "gh-1", **kwargs: Any) -> Any:
@@ -103,7 +102,7 @@ async def test_awslambdaric_runs_the_handler_warm_across_invocations(
     }
     env.update(
         AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{server.port}",
-        LAMBDA_TASK_ROOT=str(REPO),
+        LAMBDA_TASK_ROOT=str(ROOT),
         HOOKBOT_CONFIG=str(config),
         HOOKBOT_STATE_DIR=str(tmp_path / "state"),
         GITHUB_WEBHOOK_SECRET=SECRET,
@@ -112,7 +111,7 @@ async def test_awslambdaric_runs_the_handler_warm_across_invocations(
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "awslambdaric", "bot.aws_lambda.handler",
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         first = await asyncio.wait_for(runtime_api.invoke(sns_event(github_sns())), 60)
@@ -292,5 +291,5 @@ def test_importing_the_entry_loads_no_heavy_dependency() -> None:
     """A cold start pays for these only when a code path needs them (measured: see README)."""
     heavy = ("boto3", "botocore", "cryptography", "aiohttp", "gidgethub")
     code = f"import sys, bot.aws_lambda; print(sorted(m for m in {heavy!r} if m in sys.modules))"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert loaded.stdout.strip() == "[]"
