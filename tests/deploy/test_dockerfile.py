@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -78,3 +79,12 @@ def test_the_container_checks_still_import() -> None:
     the helpers it borrows from tests/ (the fake GitHub, signed headers) from moving away unnoticed."""
     module = importlib.import_module("tests.deploy.container.check_image")
     assert module.STATE == "/var/lib/hookbot"
+
+
+def test_every_package_of_the_code_is_in_the_distribution_the_image_installs() -> None:
+    """The image pip-installs hookbot (not editable), so a package left out of pyproject's [tool.setuptools] list is
+    missing only there: `hookbot` failed to start in the image while every test on the editable install passed."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    inits = [*(ROOT / "bot").rglob("__init__.py"), *(ROOT / "handlers").rglob("__init__.py")]
+    found = {".".join(init.parent.relative_to(ROOT).parts) for init in inits}
+    assert not found - listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}"
