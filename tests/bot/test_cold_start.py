@@ -25,8 +25,17 @@ print(json.dumps({
     "sessions": sum(isinstance(thing, aiohttp.ClientSession) for thing in gc.get_objects()),
 }))
 """
-# Needed only with GitHub credentials (a repository's .github/hookbot.yml), with a relay, or for a "did you mean".
-NOT_NEEDED = ("bot.repo_config_loader", "bot.repo_config_yaml", "bot.relay", "difflib")
+# Needed only with GitHub credentials (a repository's .github/hookbot.yml), with a relay, or for a "did you mean";
+# importlib.metadata (and the zipfile, csv and email parsing it brings) not at all: bot/entry_points.py finds plugins.
+NOT_NEEDED = (
+    "bot.repo_config_loader",
+    "bot.repo_config_yaml",
+    "bot.relay",
+    "difflib",
+    "importlib.metadata",
+    "zipfile",
+    "csv",
+)
 
 
 def test_a_first_dry_run_delivery_imports_and_builds_only_what_it_needs(tmp_path: Path) -> None:
