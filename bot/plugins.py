@@ -23,7 +23,6 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,14 +34,17 @@ from bot.config import check_top_level
 from bot.config_schema import ConfigError, Section, closest
 from bot.entry_points import GROUP, EntryPoint, entry_points
 from bot.plugin import Event, Setup
+from bot.records import frozen
 from bot.repo_config import RepositorySettings, SettingError
 
 ENTRY_POINT_GROUP = GROUP
 BUILTIN_DISTRIBUTION = "hookbot"  # plugins shipped by this distribution load unless [hookbot] handlers says otherwise
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Plugin:
+    """A loaded plugin: its router, the config its ``setup`` returned, and what the dispatcher asks of it."""
+
     name: str
     router: Router
     config: Any
@@ -63,7 +65,7 @@ class Plugin:
         return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PluginReport:
     """What loading found: the plugins that run, and those installed but not loaded with the reason."""
 
