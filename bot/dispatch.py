@@ -107,6 +107,17 @@ class Dispatcher:
 
         return self.repo_configs is not None and touches_config(delivery)
 
+    def may_want(self, event_name: str) -> bool:
+        """Whether any loaded plugin could want a delivery of ``event_name``, before its payload is read.
+
+        False lets the door answer a flood of, say, ``check_run`` deliveries right after the signature check,
+        without parsing them: no plugin routes that event at all (nor every event), and it is not a push that
+        could change a repository's config. True means "read it and ask :meth:`wants`".
+        """
+        if event_name == "push" and self.repo_configs is not None:
+            return True
+        return any(plugin.may_route(event_name) for plugin in self.plugins)
+
     def dedupe_key(self, key: str) -> str:
         """De-dup entries carry the mode: what a dry-run did is not done for a live run (the two share a table)."""
         return f"dry-run/{key}" if self.dry_run else key
