@@ -259,7 +259,7 @@ class Ingress:
         """
         event = headers.get("x-github-event") or ""
         runtime = self.runtime
-        if event not in self.unwanted.seen or runtime.relay is not None or runtime.dispatcher.may_want(event):
+        if event not in self.unwanted.seen or runtime.relay is not None or runtime.dispatcher.may_want(event, body):
             return None
         delivery_id = delivery_id_or_digest(headers.get("x-github-delivery"), body)
         self.unwanted.note_unread(event, delivery_id)
