@@ -41,6 +41,7 @@ from gidgethub import BadRequest, HTTPException, RateLimitExceeded, sansio
 
 from bot import USER_AGENT
 from bot.context import ActionLog
+from bot.effects import before_effect
 from bot.github_calls import PlainCalls, decipher_response
 from bot.loop_session import LoopSession
 from bot.metrics import GITHUB_RATE_LIMIT_REMAINING, GITHUB_REQUESTS
@@ -51,6 +52,7 @@ log = logging.getLogger("hookbot.github")
 TOKEN_REFRESH_MARGIN = 300.0  # renew an installation token this many seconds before it expires
 HIDDEN_MARKER = re.compile(r"\s*<!-- hookbot:[\w.-]+ -->")  # the idempotency markers handlers put in comments
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # change nothing on GitHub: safe to repeat after a crash
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 MAX_ATTEMPTS = 4  # per request, for 5xx, dropped connections and rate-limit refusals alike
 BACKOFF_BASE_SECONDS = 0.5
@@ -174,6 +176,9 @@ class HookbotGitHubAPI(PlainCalls):
     """gidgethub's client, pinned to one API origin, retrying what is safe and recording every write.
 
     It implements gidgethub's two documented I/O methods, ``_request`` (through ``transport``) and ``sleep``.
+    Before a request that is not a read it awaits the running delivery's start mark (bot/effects.py), so that a
+    crash while the request is in flight makes the restarted worker wait for it to land; ``marks_writes=False``
+    for a client whose writes change nothing a handler could repeat (an App's installation token).
     """
 
     def __init__(
@@ -183,10 +188,12 @@ class HookbotGitHubAPI(PlainCalls):
         actions: ActionLog,
         rate: RateLimitState | None = None,
         budget: float = WAIT_BUDGET_SECONDS,
+        marks_writes: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(USER_AGENT, **kwargs)
         self._transport = transport
+        self._marks_writes = marks_writes
         self.actions = actions
         self._allowed_origin, self._allowed_prefix = _trusted(self.base_url)
         self._rate = rate or RateLimitState()
@@ -246,6 +253,8 @@ class HookbotGitHubAPI(PlainCalls):
         self, method: str, url: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, Mapping[str, str], bytes]:
         path = self._check_url(url)
+        if self._marks_writes and method not in READ_METHODS:
+            await before_effect()
         attempt = 0
         while True:
             attempt += 1
@@ -331,7 +340,9 @@ class GitHubClients:
             if cached and cached[1] - TOKEN_REFRESH_MARGIN > time.time():
                 return cached[0]
             assert self.settings.app_id and self.settings.private_key
-            app_client = HookbotGitHubAPI(self.transport(), actions=ActionLog(), base_url=self.settings.api_url)
+            app_client = HookbotGitHubAPI(
+                self.transport(), actions=ActionLog(), marks_writes=False, base_url=self.settings.api_url
+            )
             # Lazy: gidgethub.apps imports PyJWT and cryptography, which token and dry-run setups never need.
             from gidgethub import apps
 

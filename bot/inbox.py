@@ -22,6 +22,7 @@ import orjson
 
 from bot.delivery import S3_EVENT, Delivery, Source
 from bot.dispatch import DispatchResult
+from bot.effects import OnceMark, start_mark
 from bot.github import backoff_seconds
 from bot.github_events import event_label
 from bot.github_webhook import parse_payload, stored_body_type
@@ -36,6 +37,7 @@ from bot.journal import (
     PAGE_SIZE,
     SCHEMA_VERSION,
     AdmissionRow,
+    Admitted,
     JournalRow,
     State,
     admit_unless_replayed,
@@ -43,6 +45,7 @@ from bot.journal import (
     connect,
     due,
     journal_path,
+    mark_running,
     recent_deliveries,
     record_outcome,
     recover,
@@ -155,7 +158,8 @@ class JournalInbox:
         self._max_attempts = max_attempts
         self._retry_base = retry_base_seconds
         self._journal = JournalWriter(path, health)
-        self._ready: asyncio.Queue[Delivery] = asyncio.Queue()
+        # Each with whether its attempt is already counted (admitted at the door: counted in the admitting commit).
+        self._ready: asyncio.Queue[tuple[Delivery, bool]] = asyncio.Queue()
         self._paced: collections.deque[asyncio.Future[None]] = collections.deque()
         self._unfinished: set[str] = set()  # counted as pending: queued, waiting for a retry, or running
         self._scheduled: set[str] = set()  # in the ready queue or running in this process
@@ -211,7 +215,8 @@ class JournalInbox:
         except Exception:
             log.exception("could not write delivery %s to the journal; answering busy", key)
             return "busy"
-        return "duplicate" if state in (None, DONE) else "accepted"  # None: the body came before, under another id
+        # None: the body came before, under another id
+        return "duplicate" if state is None or state[0] == DONE else "accepted"
 
     async def _pace(self) -> None:
         """Hold a new delivery back while workers are behind, until one of them takes a delivery (or briefly).
@@ -230,11 +235,12 @@ class JournalInbox:
         finally:
             timer.cancel()
 
-    def _admitted(self, delivery: Delivery, committed: asyncio.Future[State]) -> None:
-        if committed.cancelled() or committed.exception() is not None or committed.result() in (None, DONE):
+    def _admitted(self, delivery: Delivery, committed: asyncio.Future[Admitted | None]) -> None:
+        admitted = None if committed.cancelled() or committed.exception() is not None else committed.result()
+        if admitted is None or admitted[0] == DONE:
             self._forget(delivery.delivery_id)
             return
-        self._ready.put_nowait(delivery)
+        self._ready.put_nowait((delivery, admitted[1]))
 
     def _forget(self, key: str) -> None:
         self._unfinished.discard(key)
@@ -284,11 +290,11 @@ class JournalInbox:
                 continue
             self._unfinished.add(key)
             self._scheduled.add(key)
-            self._ready.put_nowait(delivery)
+            self._ready.put_nowait((delivery, False))
 
     async def _work(self) -> None:
         while not self._draining:
-            delivery = await self._ready.get()
+            delivery, counted = await self._ready.get()
             while self._paced:
                 turn = self._paced.popleft()
                 if not turn.done():
@@ -299,7 +305,7 @@ class JournalInbox:
             self._busy += 1
             self._idle.clear()
             try:
-                await self._run(delivery)
+                await self._run(delivery, counted)
             except Exception:
                 log.exception("processing delivery %s failed unexpectedly", delivery.delivery_id)
             finally:
@@ -307,12 +313,18 @@ class JournalInbox:
                 if self._busy == 0:
                     self._idle.set()
 
-    async def _run(self, delivery: Delivery) -> None:
+    async def _run(self, delivery: Delivery, counted: bool) -> None:
+        """Run one attempt; ``counted``: admitted at the door, whose commit counted this first attempt."""
         key = delivery.delivery_id
         token = current_delivery.set(key)
+        # A delivery taken from the journal was marked running when its attempt was counted (BEGIN_ATTEMPT).
+        mark = OnceMark(functools.partial(self._mark_running, key) if counted else None)
+        mark_token = start_mark.set(mark)
         try:
-            begin = functools.partial(begin_attempt, key=key, now=time.time(), mode=self._mode)
-            attempt = await self._journal.write(begin)
+            attempt = 1
+            if not counted:
+                begin = functools.partial(begin_attempt, key=key, now=time.time(), mode=self._mode)
+                attempt = await self._journal.write(begin)
             if attempt > self._max_attempts:
                 # Attempts are counted before work starts, so a delivery that kills the process every time
                 # is parked here instead of crash-looping the server.
@@ -343,7 +355,13 @@ class JournalInbox:
                 else:
                     await self._retry_later(key, attempt, error, delivery.event)
         finally:
+            mark.close()
+            start_mark.reset(mark_token)
             current_delivery.reset(token)
+
+    def _mark_running(self, key: str) -> asyncio.Future[None]:
+        """Commit that ``key`` may have a write in flight from now (bot/effects.py)."""
+        return self._journal.write(functools.partial(mark_running, key=key, now=time.time(), mode=self._mode))
 
     async def _retry_later(self, key: str, attempt: int, error: str, event: str) -> None:
         delay = backoff_seconds(attempt, self._retry_base, MAX_BACKOFF_SECONDS)

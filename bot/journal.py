@@ -46,9 +46,11 @@ class State(StrEnum):
 QUEUED, RUNNING, DONE, FAILED = State.QUEUED, State.RUNNING, State.DONE, State.FAILED
 UNFINISHED = f"state IN ('{QUEUED}', '{RUNNING}')"  # also the partial index's condition, spelled the same
 
-# Version 3 adds `started_at` (when the latest attempt began: after a crash a delivery that was running waits until a
-# request it had in flight has landed or failed) and `mode` ("live" or "dry-run": done in dry-run is not done for a
-# live run).
+# Version 3 adds `started_at` (when the delivery was marked running, before its first write outside hookbot: after a
+# crash a delivery that was running waits until a request it had in flight has landed or failed) and `mode` ("live"
+# or "dry-run": done in dry-run is not done for a live run). Marking only before the first write, and counting a new
+# delivery's first attempt at the door, changed no column and no value's meaning for a reader: a queued row of
+# an earlier version 3 with 0 attempts is counted when a worker takes it, a running one waits as it did.
 SCHEMA_VERSION = 3
 LIVE, DRY_RUN = "live", "dry-run"
 SCHEMA = (
@@ -79,13 +81,15 @@ PAGE_SIZE = 8192
 
 # A new delivery is inserted; a redelivery of a dead letter (GitHub's "Redeliver" button) queues it again, and so
 # does a live redelivery of one that was only done in dry-run; a repeat of anything else changes nothing
-# (rowcount 0) and is answered from its current state. The worker that takes it commits its start (BEGIN_ATTEMPT)
-# before any handler runs: a crash must tell which deliveries may have had a request in flight.
+# (rowcount 0) and is answered from its current state. Either way the delivery goes straight to a worker, so its
+# first attempt is counted in this same commit: the worker starts at once, without a commit of its own. It stays
+# queued until its first write outside hookbot (MARK_RUNNING, bot/effects.py): only then can a crash leave a
+# request in flight.
 INSERT = f"""
 INSERT INTO deliveries (delivery_id, event, source, received_at, state, updated_at, attempts, action, repository, mode)
-VALUES (?, ?, ?, ?, '{QUEUED}', ?, 0, ?, ?, ?)
+VALUES (?, ?, ?, ?, '{QUEUED}', ?, 1, ?, ?, ?)
 ON CONFLICT (delivery_id) DO UPDATE SET
-    state = '{QUEUED}', attempts = 0, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at,
+    state = '{QUEUED}', attempts = 1, next_attempt_at = 0, error = NULL, updated_at = excluded.updated_at,
     started_at = 0, mode = excluded.mode
 WHERE state = '{FAILED}' OR (state = '{DONE}' AND mode = '{DRY_RUN}' AND excluded.mode = '{LIVE}')
 """
@@ -94,13 +98,20 @@ STATE_OF = "SELECT state FROM deliveries WHERE delivery_id = ?"
 # redelivered dead letter still has its body, failed ones keep it: the same bytes again, replaced).
 INSERT_BODY = "INSERT OR REPLACE INTO bodies (id, body) SELECT id, ? FROM deliveries WHERE delivery_id = ?"
 DELETE_BODY = "DELETE FROM bodies WHERE id = (SELECT id FROM deliveries WHERE delivery_id = ?)"
+# A delivery taken from the journal (a retry, one resumed at start, one re-queued by `hookbot deliveries retry`)
+# counts its attempt before any handler runs, so one that kills the process every time is parked after
+# max_attempts instead of crash-looping the server; that commit marks it running too (a rare path: it need not wait
+# for a first write). A delivery admitted at the door is marked only before its first write (MARK_RUNNING).
 BEGIN_ATTEMPT = (
     f"UPDATE deliveries SET state = '{RUNNING}', attempts = attempts + 1, started_at = ?, mode = ?, updated_at = ?"
     " WHERE delivery_id = ? RETURNING attempts"
 )
-# At start: a delivery that was running when the process died may have a GitHub request in flight (a comment the
+MARK_RUNNING = (
+    f"UPDATE deliveries SET state = '{RUNNING}', started_at = ?, mode = ?, updated_at = ? WHERE delivery_id = ?"
+)
+# At start: a delivery marked running when the process died may have a GitHub request in flight (a comment the
 # restarted worker would not find yet, and post again). It runs again only once the client's request timeout has
-# passed since its attempt began; deliveries that were only queued are due at once.
+# passed since it was marked; deliveries still queued (none of their writes begun) are due at once.
 RESUME_RUNNING = (
     f"UPDATE deliveries SET state = '{QUEUED}', next_attempt_at = MAX(next_attempt_at, started_at + ?)"
     f" WHERE state = '{RUNNING}' RETURNING delivery_id, next_attempt_at"
@@ -263,33 +274,45 @@ def compact(conn: sqlite3.Connection) -> None:
 
 AdmissionRow = tuple[str, str, str, float, bytes, float, str | None, str | None, str]  # ..., action, repo, mode
 StoredDelivery = tuple[str, str, str, float, bytes]  # delivery_id, event, source, received_at, body
+Admitted = tuple[State, bool]  # the state after the admitting commit; whether it counted a first attempt to run now
 
 
-def record_admission(conn: sqlite3.Connection, row: AdmissionRow) -> State:
-    """Journal a delivery at the door (see INSERT): its state after this commit, QUEUED when it is to run now."""
+def record_admission(conn: sqlite3.Connection, row: AdmissionRow) -> Admitted:
+    """Journal a delivery at the door (see INSERT): its state after this commit, and whether this commit queued it
+    to run now with its first attempt counted."""
     key, event, source, received_at, body, now, action, repository, mode = row
     if conn.execute(INSERT, (key, event, source, received_at, now, action, repository, mode)).rowcount:
         conn.execute(INSERT_BODY, (body, key))
-        return QUEUED
-    return State(conn.execute(STATE_OF, (key,)).fetchone()[0])
+        return QUEUED, True
+    return State(conn.execute(STATE_OF, (key,)).fetchone()[0]), False
 
 
-def admit_unless_replayed(conn: sqlite3.Connection, row: AdmissionRow, body_sha256: str) -> State | None:
+def admit_unless_replayed(conn: sqlite3.Connection, row: AdmissionRow, body_sha256: str) -> Admitted | None:
     """:func:`record_admission`, unless the body is journaled under another delivery id: then None, a replay
-    (nothing stored). GitHub's own redelivery keeps the id, so it is still admitted (a dead letter runs again)."""
+    (nothing stored). GitHub's own redelivery keeps the id, so it is still admitted (a dead letter runs again).
+
+    With the state, whether this commit queued it with its first attempt counted (INSERT); a repeat of an
+    unfinished delivery (a dry-run process sent one accepted live) is run as one taken from the journal.
+    """
     key = row[0]
     earlier = conn.execute(SEEN_BODY, (body_sha256,)).fetchone()
     if earlier is not None and earlier[0] != key:
         return None
-    state = record_admission(conn, row)
+    state, counted = record_admission(conn, row)
     conn.execute(REMEMBER_BODY, (body_sha256, key))
-    return state
+    return state, counted
 
 
 def begin_attempt(conn: sqlite3.Connection, key: str, now: float, mode: str) -> int:
-    """Count an attempt and record when it began, before any handler runs; its number, 0 when it is gone."""
+    """Count an attempt of a delivery taken from the journal and mark it running (BEGIN_ATTEMPT), before any
+    handler runs; its number, 0 when it is gone."""
     row = conn.execute(BEGIN_ATTEMPT, (now, mode, now, key)).fetchone()
     return int(row[0]) if row else 0
+
+
+def mark_running(conn: sqlite3.Connection, key: str, now: float, mode: str) -> None:
+    """Before a delivery's first write outside hookbot: it may now leave one in flight (see RESUME_RUNNING)."""
+    conn.execute(MARK_RUNNING, (now, mode, now, key))
 
 
 def schedule_retry(conn: sqlite3.Connection, key: str, at: float, error: str, now: float) -> None:

@@ -26,6 +26,11 @@ Helpers the built-ins share live here too, so a third-party plugin gets them fro
 delivery was sent by a bot (answering one could start a loop between bots), the hidden-marker comment that makes
 a comment idempotent, and API paths for the delivery's issue or pull request.
 
+A handler that changes something outside hookbot other than through ``gh`` (runs a command, writes to AWS)
+awaits :func:`before_effect` first, in live mode: after a crash, a delivery that may have had such a change in
+flight is run again only once ``[github] request_timeout_seconds`` have passed since, so that the retry's own
+idempotency check sees what landed. ``gh`` does this itself before every request that is not a read.
+
 API paths, never payload URLs: every request goes to the configured GitHub API (``GITHUB_API_URL``), and the
 client refuses any other origin with :class:`UntrustedURLError`, so a forged payload cannot aim the bot's token
 at another host. A payload's ``issue["url"]`` names api.github.com even when hookbot talks to GitHub Enterprise
@@ -47,6 +52,7 @@ from bot.aws import AwsClients
 from bot.config_schema import ConfigError, Section, Setting, check_event_names
 from bot.context import ActionLog, StepMarks
 from bot.delivery import WILDCARD, Delivery, Source, action_of, describe, matches, repository_of
+from bot.effects import before_effect
 from bot.github import UntrustedURLError
 from bot.logs import CREDENTIAL_PATTERN, REDACTED, register_secret
 from bot.records import frozen
@@ -72,6 +78,7 @@ __all__ = [
     "Setup",
     "StepMarks",
     "UntrustedURLError",
+    "before_effect",
     "check_event_names",
     "comment_once",
     "find_marked_comment",

@@ -78,6 +78,8 @@ class FakeGitHub:
     check_runs: list[dict[str, Any]] = field(default_factory=list)  # each with its "repository"
     statuses: list[dict[str, Any]] = field(default_factory=list)  # each with its "repository" and "sha"
     check_runs_forbidden: bool = False
+    # Called with each request as it arrives, before any work: a test can look at the bot's state at that moment.
+    on_request: Callable[[Recorded], None] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _in_flight: set[asyncio.Future[web.StreamResponse]] = field(default_factory=set)
 
@@ -95,7 +97,10 @@ class FakeGitHub:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         data = await request.json() if body else None
-        self.requests.append(Recorded(request.method, request.path, dict(request.headers), data, dict(request.query)))
+        recorded = Recorded(request.method, request.path, dict(request.headers), data, dict(request.query))
+        self.requests.append(recorded)
+        if self.on_request is not None:
+            self.on_request(recorded)
         # GitHub finishes a request it has received even when the client hangs up (or is killed) meanwhile; the
         # test server would cancel the handler, so the work runs shielded.
         work = asyncio.ensure_future(self._work(request, data))

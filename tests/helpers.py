@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import hashlib
 import io
 import json
 import uuid
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -21,6 +23,7 @@ from aiohttp.test_utils import TestClient
 
 from bot.config import load_settings
 from bot.delivery import Delivery
+from bot.effects import OnceMark, start_mark
 from bot.github_webhook import sign
 from bot.settings import Settings
 
@@ -42,6 +45,24 @@ async def wait_idle(client: AppClient, bound: int = 2000) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("deliveries still pending")
+
+
+@contextlib.contextmanager
+def start_mark_recorded(on_mark: Callable[[], None]) -> Iterator[None]:
+    """Handlers run inside as an inbox worker runs them, with a start mark (bot/effects.py) that calls ``on_mark``
+    when asked for, instead of committing to a journal."""
+
+    def commit() -> asyncio.Future[None]:
+        on_mark()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    token = start_mark.set(OnceMark(commit))
+    try:
+        yield
+    finally:
+        start_mark.reset(token)
 
 
 def fixture_bytes(name: str) -> bytes:

@@ -29,6 +29,7 @@ from bot.plugin import (
     GitHubAPI,
     HandlerError,
     SettingError,
+    before_effect,
     check_event_names,
     comment_once,
     hidden_marker,
@@ -525,6 +526,9 @@ async def _run_and_report(hook: Hook, delivery: Event, gh: GitHubAPI, ctx: Conte
         argv = hook_argv(hook, delivery)
         ctx.actions.record(f"run hook {hook.name}: {shlex.join(argv)}")
         return
+    # A command outlives a kill -9 of hookbot (it has its own session): marked running first, the delivery is run
+    # again after a crash only once the GitHub request timeout has passed, as for a comment in flight.
+    await before_effect()
     run = await run_hook(hook, ctx.config, delivery)
     fields = {
         "delivery": delivery.delivery_id,

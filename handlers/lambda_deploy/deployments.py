@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import gidgethub
 from gidgethub.abc import GitHubAPI
 
-from bot.plugin import Context
+from bot.plugin import Context, before_effect
 from handlers.lambda_deploy.aws_steps import (
     Artifact,
     Deployed,
@@ -61,6 +61,9 @@ async def deploy(
         if ctx.dry_run:
             ctx.actions.record(f"lambda {target.function}: {plan}")
             return None
+        # AWS writes may be in flight at a crash, as a GitHub one may: the restarted worker waits for them to land
+        # (a push deployment's GitHub Deployment has marked it already; an S3 upload writes to AWS alone).
+        await before_effect()
         lam = ctx.aws.client("lambda")
         tags = await asyncio.to_thread(function_tags, lam, target.function)
         check_order(tags, target.function, target.order)
@@ -225,6 +228,7 @@ async def roll_back_alias(
             if ctx.dry_run:
                 ctx.actions.record(f"lambda {function}: move alias {alias} to the previous published version")
                 return f"Would roll back `{function}` (dry-run)."
+            await before_effect()
             done = await asyncio.to_thread(
                 roll_back, ctx.aws.client("lambda"), function, alias, order, f"rollback by {user}"
             )

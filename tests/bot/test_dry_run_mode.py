@@ -1,5 +1,5 @@
 """Dry-run is its own world: what a dry-run did never counts as done for a live run (journal and de-dup), and a
-delivery that was running when the process died resumes only after the GitHub request timeout."""
+delivery that had begun a write when the process died resumes only after the GitHub request timeout."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import orjson
 from bot.dedupe import MemoryDedupeStore
 from bot.delivery import Delivery
 from bot.dispatch import DispatchResult, Outcome
+from bot.effects import before_effect
 from bot.inbox import JournalInbox, journal_path, recent_deliveries
 from bot.runtime import Runtime
 from tests.fake_github import FakeGitHub
@@ -118,31 +119,36 @@ async def test_a_dry_run_restart_leaves_live_work_for_a_live_run(tmp_path: Path)
     assert sorted(live.ran) == ["live-1", "live-2"]
 
 
-async def test_a_running_delivery_resumes_after_the_request_timeout_a_queued_one_at_once(tmp_path: Path) -> None:
+async def test_a_delivery_cut_off_after_its_first_write_began_resumes_after_the_request_timeout(tmp_path: Path) -> None:
+    """Only a delivery that had begun a write waits (its request may still land); one that had only read, and one
+    still queued, run again at once."""
     blocked = asyncio.Event()
 
     async def hang(item: Delivery) -> DispatchResult:
+        if item.delivery_id == "writing":
+            await before_effect()  # as the GitHub client does before a POST, which then hangs in flight
         await blocked.wait()
         raise AssertionError("never reached")
 
-    first = JournalInbox(journal_path(tmp_path), hang, capacity=10, workers=1, poll_seconds=0.05)
+    first = JournalInbox(journal_path(tmp_path), hang, capacity=10, workers=2, poll_seconds=0.05)
     await first.start()
     began = time.time()
-    for key in ("running", "queued"):
+    for key in ("writing", "reading", "queued"):
         assert await first.submit(delivery(key)) == "accepted"
-    await first.stop(grace=0.05)  # as after kill -9: "running" had begun, "queued" had not
+    await until(lambda: states(tmp_path)["writing"] == "running")
+    await first.stop(grace=0.05)  # as after kill -9: two had begun, one of them writing; "queued" had not
     with contextlib.closing(sqlite3.connect(journal_path(tmp_path))) as conn:
         started = dict(conn.execute("SELECT delivery_id, started_at FROM deliveries").fetchall())
-    assert started["queued"] == 0 and started["running"] >= began - 1
+    assert started["queued"] == started["reading"] == 0 and started["writing"] >= began - 1
 
     calls = Calls()
     second = inbox(tmp_path, calls, dry_run=False, resume_running_after=30.0)
     await second.start()
-    assert second.pending == 2
-    await until(lambda: calls.ran == ["queued"])
+    assert second.pending == 3
+    await until(lambda: sorted(calls.ran) == ["queued", "reading"])
     with contextlib.closing(sqlite3.connect(journal_path(tmp_path))) as conn:
-        due = conn.execute("SELECT next_attempt_at FROM deliveries WHERE delivery_id = 'running'").fetchone()[0]
-    assert due == started["running"] + 30.0  # the request timeout after the attempt began
+        due = conn.execute("SELECT next_attempt_at FROM deliveries WHERE delivery_id = 'writing'").fetchone()[0]
+    assert due == started["writing"] + 30.0  # the request timeout after it was marked
     assert second.pending == 1
     await second.stop(grace=1)
 

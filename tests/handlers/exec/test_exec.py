@@ -26,7 +26,15 @@ from bot.server import create_app
 from bot.testing import FakeGitHub as FakeInProcessGitHub
 from bot.testing import run_plugin_async
 from tests.fake_github import FakeGitHub
-from tests.helpers import FIXTURES, SECRET, AppClient, fixture_bytes, github_headers, wait_idle
+from tests.helpers import (
+    FIXTURES,
+    SECRET,
+    AppClient,
+    fixture_bytes,
+    github_headers,
+    start_mark_recorded,
+    wait_idle,
+)
 
 ISSUE = FIXTURES / "github/issues.opened.json"
 CHILD_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}  # the environment snapshot exec's setup gets
@@ -172,6 +180,19 @@ async def test_hook_gets_payload_on_stdin_and_only_its_own_environment(
     assert environ == expected
     assert b"ghp_secret_token_value" not in environ and SECRET.encode() not in environ
     assert result.actions == [f"ran hook hook-1: {sys.executable} {recorder} {out} Codertocat/Hello-World 1"]
+
+
+async def test_a_hook_starts_only_once_the_delivery_is_marked_running(build: Build, tmp_path: Path) -> None:
+    """A command outlives a kill -9 of hookbot: the delivery is marked first (bot/effects.py), so a restart waits
+    before running it again, as for a comment in flight."""
+    out = tmp_path / "out"
+    runtime = build(hook_toml([sys.executable, script(tmp_path, "recorder.py", RECORDER), str(out)]))
+    ran_before_the_mark: list[bool] = []
+    with start_mark_recorded(lambda: ran_before_the_mark.append(out.exists())):
+        result = await runtime.dispatcher.dispatch(delivery("issues.opened.json", "issues"))
+    assert result.ok, failures(result)
+    assert ran_before_the_mark == [False]
+    assert (out / "stdin").exists()
 
 
 @pytest.mark.parametrize(

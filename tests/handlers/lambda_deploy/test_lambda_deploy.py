@@ -44,6 +44,7 @@ from tests.helpers import (
     make_settings,
     push_payload,
     s3_record,
+    start_mark_recorded,
 )
 
 
@@ -203,6 +204,28 @@ async def test_s3_upload_with_plus_encoded_key_deploys_that_object(aws: Aws, run
     config = aws.config("drop-fn")
     assert config["CodeSha256"] == code_sha256(body)
     assert config["Description"] == f"deployed s3://artifacts/drop/New Build.zip (version {version})"
+
+
+async def test_an_upload_deployment_is_marked_running_before_it_writes_to_aws(aws: Aws, make_runtime: Any) -> None:
+    """An S3 upload deploys without any GitHub write: the AWS writes ask for the start mark themselves (and a
+    dry-run, which writes nothing, does not)."""
+    aws.create_function("drop-fn")
+    body = code_zip("marked")
+    version = aws.put("drop/Marked.zip", body)
+    record = s3_record("aws/lambda-s3-put.plus-key.dotnet.json", 1, "drop/Marked.zip", version)
+    deployed_at_mark: list[bool] = []
+
+    def marked() -> None:
+        deployed_at_mark.append(aws.config("drop-fn")["CodeSha256"] == code_sha256(body))
+
+    for dry_run, expected in (("1", []), ("0", [False])):
+        runtime = make_runtime(HOOKBOT_DRY_RUN=dry_run)
+        with start_mark_recorded(marked):
+            result = await dispatch(runtime, delivery_from_s3_record(record, source="lambda-s3"))
+        await runtime.close()
+        assert result.ok, result.outcomes
+        assert deployed_at_mark == expected
+    assert aws.config("drop-fn")["CodeSha256"] == code_sha256(body)
 
 
 async def test_pointer_file_decides_what_is_deployed(aws: Aws, runtime: Runtime) -> None:
