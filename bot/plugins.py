@@ -34,6 +34,7 @@ from gidgethub.routing import Router
 
 from bot.config import check_top_level
 from bot.config_schema import ConfigError, Section, closest
+from bot.delivery import WILDCARD
 from bot.plugin import Event, Setup
 from bot.repo_config import RepositorySettings, SettingError
 
@@ -54,6 +55,14 @@ class Plugin:
     wants: Callable[[Any, Event], bool] | None = None
     needs_github: bool = True  # acts on GitHub under this config, so live mode needs credentials
 
+    def may_route(self, event_name: str) -> bool:
+        """Whether the router could route some delivery of ``event_name``, known before its payload is read.
+
+        False only when no route names the event (with or without an action) and none is registered for every
+        event (``"*"``); ``wants`` can only turn deliveries down, so such a delivery has no handler here.
+        """
+        return could_route(self.router, event_name)
+
     def callbacks(self, event: Event, every: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
         """This plugin's handlers for ``event`` and for ``"*"`` (``every``: the same event under that name), in a
         stable order (gidgethub returns a set); none when its ``wants`` turns the delivery down."""
@@ -61,6 +70,21 @@ class Plugin:
             return []
         found = self.router.fetch(event) | self.router.fetch(every)
         return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
+
+
+def could_route(router: Router, event_name: str) -> bool:
+    """Whether ``router`` has a route for ``event_name`` (with or without a payload detail such as ``action``) or
+    for every event.
+
+    gidgethub keeps its routes in two tables keyed by event name and offers no public view of them; its own
+    ``Router(*others)`` reads them this way. Should a gidgethub release rename them, the answer is True,
+    "perhaps", and every delivery is read and asked about as before (tests/bot/test_unwanted.py pins both).
+    """
+    shallow = getattr(router, "_shallow_routes", None)
+    deep = getattr(router, "_deep_routes", None)
+    if not isinstance(shallow, dict) or not isinstance(deep, dict):
+        return True
+    return event_name in shallow or event_name in deep or WILDCARD in shallow or WILDCARD in deep
 
 
 @dataclass(frozen=True, slots=True)
