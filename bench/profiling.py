@@ -18,7 +18,12 @@ def median(values: Sequence[float]) -> float:
     return round(statistics.median(values), 2)
 
 
-def cprofile(workdir: Path, load: Load, duration_s: int) -> None:
+def hookbot_on(workdir: Path, workload: str) -> Server:
+    """hookbot serve as `make bench` runs it on ``workload``: ``issues`` (handled) or ``push`` (no plugin wants it)."""
+    return next(s for s in make_servers(workdir) if s.name.startswith("hookbot") and s.workload == workload)
+
+
+def cprofile(workdir: Path, load: Load, duration_s: int, workload: str = "issues") -> None:
     """Run hookbot serve under cProfile (its event-loop thread only) through a load and print the top functions.
 
     Deterministic counts complement py-spy's samples: cProfile inflates cheap calls but sees every one of them,
@@ -27,11 +32,11 @@ def cprofile(workdir: Path, load: Load, duration_s: int) -> None:
     import pstats
 
     stats_path = workdir / "serve.prof"
-    hookbot = make_servers(workdir)[-1]
+    hookbot = hookbot_on(workdir, workload)
     hookbot.argv = ["taskset", "-c", SERVER_CORE, str(PYTHON), "-m", "cProfile", "-o", str(stats_path),
                     str(HOOKBOT), *hookbot.argv[4:]]  # fmt: skip
     with hookbot.running():
-        load.run(hookbot.url, duration_s)
+        load.run(hookbot.url, duration_s, workload)
         hookbot.drain()
     stats = pstats.Stats(str(stats_path))
     stats.sort_stats("tottime").print_stats(30)
@@ -73,7 +78,7 @@ def breakdown(workdir: Path, load: Load, duration_s: int, warmup_s: int) -> None
 
 def measure_split(server: Server, load: Load, duration_s: int, warmup_s: int) -> tuple[Round, float, float]:
     """One round, and its CPU per request split between the event-loop thread and the others (the journal's)."""
-    load.run(server.url, warmup_s)
+    load.run(server.url, warmup_s, server.workload)
     server.drain()
     loop_before, others_before = server.thread_cpu_seconds()
     r = measure(server, load, 1, duration_s, 0)
@@ -82,7 +87,9 @@ def measure_split(server: Server, load: Load, duration_s: int, warmup_s: int) ->
     return r, (loop_after - loop_before) * per, (others_after - others_before) * per
 
 
-def against(workdir: Path, load: Load, other: Path, rounds: int, duration_s: int, warmup_s: int) -> None:
+def against(
+    workdir: Path, load: Load, other: Path, rounds: int, duration_s: int, warmup_s: int, workload: str = "issues"
+) -> None:
     """A/B: hookbot from this checkout and from ``other`` (another checkout or worktree), interleaved.
 
     The other checkout's ``bot`` and ``handlers`` are put first on PYTHONPATH, so both run with this venv's
@@ -99,6 +106,7 @@ def against(workdir: Path, load: Load, other: Path, rounds: int, duration_s: int
                 argv,
                 side_env,
                 workdir,
+                workload=workload,
                 reports_pending=True,
             )
             with server.running():
@@ -121,15 +129,15 @@ def against(workdir: Path, load: Load, other: Path, rounds: int, duration_s: int
         print(f"| {name} | {effective:.0f} | {cpu:.0f} ({loop_us:.0f} + {others_us:.0f}) | {p99:.1f} |")
 
 
-def profile(workdir: Path, load: Load, duration_s: int, rate: int) -> None:
+def profile(workdir: Path, load: Load, duration_s: int, rate: int, workload: str = "issues") -> None:
     """Run hookbot under wrk with py-spy attached and print where its core goes (self time, top frames)."""
     py_spy = PYTHON.parent / "py-spy"
     if not py_spy.exists():
         sys.exit("py-spy is missing: .venv/bin/pip install py-spy")
-    hookbot = make_servers(workdir)[-1]
+    hookbot = hookbot_on(workdir, workload)
     raw = BENCH / "profile-hookbot.txt"
     with hookbot.running():
-        load.run(hookbot.url, 2)
+        load.run(hookbot.url, 2, workload)
         hookbot.drain()
         spy = subprocess.Popen(
             [str(py_spy), "record", "--pid", str(hookbot.proc.pid if hookbot.proc else 0), "--rate", str(rate),
@@ -137,7 +145,7 @@ def profile(workdir: Path, load: Load, duration_s: int, rate: int) -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            load.run(hookbot.url, duration_s)
+            load.run(hookbot.url, duration_s, workload)
             hookbot.drain()
             spy.wait(timeout=duration_s + 60)
         finally:

@@ -48,6 +48,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--breakdown", action="store_true", help="CPU per request with more and more plugins")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--against", type=Path, metavar="CHECKOUT", help="A/B hookbot here against another checkout")
+    parser.add_argument(
+        "--workload",
+        choices=("issues", "push"),
+        default="issues",
+        help="for --against, --profile and --cprofile: handled issues.opened, or a push no plugin wants",
+    )
     return parser.parse_args()
 
 
@@ -110,13 +116,13 @@ def main() -> int:
             breakdown(workdir, load, args.duration, args.warmup)
             return 0
         if args.against:
-            against(workdir, load, args.against, args.rounds, args.duration, args.warmup)
+            against(workdir, load, args.against, args.rounds, args.duration, args.warmup, args.workload)
             return 0
         if args.cprofile:
-            cprofile(workdir, load, args.duration)
+            cprofile(workdir, load, args.duration, args.workload)
             return 0
         if args.profile:
-            profile(workdir, load, args.duration, args.rate)
+            profile(workdir, load, args.duration, args.rate, args.workload)
             return 0
         info = machine()
         servers = [s for s in make_servers(workdir) if args.only is None or args.only in s.name]

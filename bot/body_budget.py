@@ -121,6 +121,13 @@ async def read_body(request: web.BaseRequest, budget: BodyBudget, *, max_bytes: 
     if request.content_length is not None and request.content_length > max_bytes:
         raise Refusal(413, f"body of {request.content_length} bytes is over the {max_bytes} byte limit")
     content = request.content
+    if content.is_eof():
+        # The whole body came with the head (a delivery of a few KiB usually does) and aiohttp has it buffered
+        # already: there is nothing to wait for or to count while waiting.
+        body = content.read_nowait()
+        if len(body) > max_bytes:
+            raise Refusal(413, f"body is over the {max_bytes} byte limit")
+        return body
 
     def evict(refusal: Refusal) -> None:
         content.set_exception(refusal)  # wakes the read below if it is waiting for bytes

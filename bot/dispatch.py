@@ -107,6 +107,22 @@ class Dispatcher:
 
         return self.repo_configs is not None and touches_config(delivery)
 
+    def may_want(self, event_name: str, body: bytes) -> bool:
+        """Whether any loaded plugin could want a delivery of ``event_name``, judged before its ``body`` is parsed.
+
+        False lets the door answer a flood of, say, ``check_run`` deliveries right after the signature check,
+        without parsing them: no plugin routes that event at all (nor every event), and it is not a push that
+        could change a repository's config (its commits can name the file only if the body does). True means
+        "parse it and ask :meth:`wants`".
+        """
+        if any(plugin.may_route(event_name) for plugin in self.plugins):
+            return True
+        if event_name != "push" or self.repo_configs is None:
+            return False
+        from bot.repo_config_yaml import REPO_CONFIG_PATH  # loaded with repo_configs already
+
+        return REPO_CONFIG_PATH.rpartition("/")[2].encode() in body
+
     def dedupe_key(self, key: str) -> str:
         """De-dup entries carry the mode: what a dry-run did is not done for a live run (the two share a table)."""
         return f"dry-run/{key}" if self.dry_run else key

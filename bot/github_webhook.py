@@ -132,7 +132,10 @@ def delivery_from_github(
     """Build a Delivery from a body whose signature has already been checked."""
     event = check_event_name(event)
     payload = parse_payload(body, content_type)
-    if not delivery_id:
-        # GitHub always sends one; a hand-made request without it still de-duplicates by content.
-        delivery_id = "sha256-" + hashlib.sha256(body).hexdigest()[:32]
+    delivery_id = delivery_id_or_digest(delivery_id, body)
     return Delivery(event=event, delivery_id=delivery_id, payload=payload, body=body, source=source)
+
+
+def delivery_id_or_digest(delivery_id: str | None, body: bytes) -> str:
+    """X-GitHub-Delivery; GitHub always sends one, and a hand-made request without it gets one from its content."""
+    return delivery_id or "sha256-" + hashlib.sha256(body).hexdigest()[:32]

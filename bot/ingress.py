@@ -25,7 +25,13 @@ import orjson
 
 from bot.delivery import Delivery, Refusal, Source
 from bot.github_events import event_label
-from bot.github_webhook import check_event_name, delivery_from_github, verify_signature, well_formed
+from bot.github_webhook import (
+    check_event_name,
+    delivery_from_github,
+    delivery_id_or_digest,
+    verify_signature,
+    well_formed,
+)
 from bot.metrics import DELIVERIES
 
 if TYPE_CHECKING:
@@ -103,9 +109,8 @@ def check_github_headers(headers: Headers, policy: Policy, content_length: int |
     check_event_name(headers.get("x-github-event"))
 
 
-def github_delivery(headers: Headers, body: bytes, *, source: Source, policy: Policy) -> Delivery:
-    """A GitHub delivery checked in full (headers again, size, HMAC, event name, payload); raises :class:`Refusal`."""
-    check_github_headers(headers, policy, len(body))
+def check_github_signature(headers: Headers, body: bytes, policy: Policy) -> None:
+    """The body's HMAC against the configured secrets; raises :class:`Refusal` (401)."""
     verify_signature(
         body,
         signature_256=headers.get("x-hub-signature-256"),
@@ -113,6 +118,23 @@ def github_delivery(headers: Headers, body: bytes, *, source: Source, policy: Po
         secrets=policy.secrets,
         allow_sha1=policy.allow_sha1,
     )
+
+
+def github_delivery(
+    headers: Headers, body: bytes, *, source: Source, policy: Policy, headers_checked: bool = False
+) -> Delivery:
+    """A GitHub delivery checked in full (headers, size, HMAC, event name, payload); raises :class:`Refusal`.
+
+    ``headers_checked``: the door already ran :func:`check_github_headers` on these headers before reading the body
+    (and bounded the body while reading it), so they are not checked twice.
+    """
+    if not headers_checked:
+        check_github_headers(headers, policy, len(body))
+    check_github_signature(headers, body, policy)
+    return parsed_delivery(headers, body, source)
+
+
+def parsed_delivery(headers: Headers, body: bytes, source: Source) -> Delivery:
     return delivery_from_github(
         body,
         event=headers.get("x-github-event"),
@@ -171,6 +193,11 @@ def dispatch_answer(delivery: Delivery, result: DispatchResult) -> Answer:
     return Answer(200, {"delivery": delivery.delivery_id, "status": "handled", "actions": result.actions})
 
 
+def unwanted_answer(event: str, delivery_id: str) -> Answer:
+    DELIVERIES.labels(event_label(event), "unwanted").inc()
+    return Answer(200, {"delivery": delivery_id, "status": "no plugin wants it"})
+
+
 Accept = Callable[[Delivery], Awaitable[Answer]]
 
 
@@ -186,6 +213,8 @@ class UnwantedLog:
         first = delivery.event not in self.seen and len(self.seen) < self.limit
         if first:
             self.seen.add(delivery.event)
+        elif not log.isEnabledFor(logging.DEBUG):
+            return
         log.log(
             logging.INFO if first else logging.DEBUG,
             "%s: no loaded plugin wants it; answered without journal or de-duplication%s",
@@ -193,6 +222,12 @@ class UnwantedLog:
             " (further ones are logged at debug level)" if first else "",
             extra={"fields": {"event": delivery.describe(), "repository": delivery.repository, "outcome": "unwanted"}},
         )
+
+    def note_unread(self, event: str, delivery_id: str) -> None:
+        """The debug line of a delivery answered before its payload was read (its event name was seen before)."""
+        if log.isEnabledFor(logging.DEBUG):
+            fields = {"delivery": delivery_id, "event": event, "outcome": "unwanted"}
+            log.debug("%s: no loaded plugin wants it; answered unread", event, extra={"fields": fields})
 
 
 class Ingress:
@@ -204,19 +239,40 @@ class Ingress:
         self.accept = accept
         self.refusals = refusals
         self.unwanted = UnwantedLog()
+        self._policy: tuple[tuple[object, object], Policy] | None = None
 
     async def take(self, delivery: Delivery) -> Answer:
         """A verified delivery: accepted (``accept``), or, when no loaded plugin wants it, answered 200 at once,
         without the journal or de-duplication: nothing will be done with it, however often it comes."""
         if self.runtime.dispatcher.wants(delivery):
             return await self.accept(delivery)
-        DELIVERIES.labels(event_label(delivery.event), "unwanted").inc()
         self.unwanted.note(delivery)
-        return Answer(200, {"delivery": delivery.delivery_id, "status": "no plugin wants it"})
+        return unwanted_answer(delivery.event, delivery.delivery_id)
+
+    def unwanted_unread(self, headers: Headers, body: bytes) -> Answer | None:
+        """The 200 for a verified delivery that no loaded plugin could want by its event name alone, before its
+        payload is parsed or hashed: a flood of ``check_run`` or ``workflow_job`` costs little more than its HMAC.
+
+        None when the payload has to be read: a plugin may want the event; ``ping`` (answered with its zen); a
+        relay (it forwards every delivery); or an event name not seen before, whose first delivery takes the full
+        path so that its info line names the action and the repository.
+        """
+        event = headers.get("x-github-event") or ""
+        runtime = self.runtime
+        if event not in self.unwanted.seen or runtime.relay is not None or runtime.dispatcher.may_want(event, body):
+            return None
+        delivery_id = delivery_id_or_digest(headers.get("x-github-delivery"), body)
+        self.unwanted.note_unread(event, delivery_id)
+        return unwanted_answer(event, delivery_id)
 
     @property
     def policy(self) -> Policy:
-        return Policy.of(self.runtime)
+        """The runtime's checks, made again only when its settings or secrets are replaced (tests do so)."""
+        runtime = self.runtime
+        made_for = (runtime.settings, runtime.secrets)
+        if self._policy is None or self._policy[0][0] is not made_for[0] or self._policy[0][1] is not made_for[1]:
+            self._policy = (made_for, Policy.of(runtime))
+        return self._policy[1]
 
     def refuse(self, refusal: Refusal, headers: Headers, remote: str | None = None) -> Answer:
         """One rate-limited log line and a short answer for every refusal at any door.
@@ -253,10 +309,28 @@ class Ingress:
             return self.refuse(refusal, headers, remote)
         return None
 
-    async def github(self, headers: Headers, body: bytes, *, source: Source, remote: str | None = None) -> Answer:
-        """A GitHub delivery at a door: checked, then answered (ping), relayed, or accepted."""
+    async def github(
+        self,
+        headers: Headers,
+        body: bytes,
+        *,
+        source: Source,
+        remote: str | None = None,
+        headers_checked: bool = False,
+    ) -> Answer:
+        """A GitHub delivery at a door: checked, then answered (ping, or unwanted), relayed, or accepted.
+
+        ``headers_checked``: the door ran :meth:`precheck_github` before reading the body.
+        """
+        policy = self.policy
         try:
-            delivery = github_delivery(headers, body, source=source, policy=self.policy)
+            if not headers_checked:
+                check_github_headers(headers, policy, len(body))
+            check_github_signature(headers, body, policy)
+            unwanted = self.unwanted_unread(headers, body)
+            if unwanted is not None:
+                return unwanted
+            delivery = parsed_delivery(headers, body, source)
         except Refusal as refusal:
             return self.refuse(refusal, headers, remote)
         if delivery.event == "ping":

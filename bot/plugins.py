@@ -19,12 +19,10 @@ once (``hookbot serve``), rather than a log line from every command that loads p
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,15 +32,20 @@ from gidgethub.routing import Router
 
 from bot.config import check_top_level
 from bot.config_schema import ConfigError, Section, closest
+from bot.delivery import WILDCARD
+from bot.entry_points import GROUP, EntryPoint, entry_points
 from bot.plugin import Event, Setup
+from bot.records import frozen
 from bot.repo_config import RepositorySettings, SettingError
 
-ENTRY_POINT_GROUP = "hookbot.handlers"
+ENTRY_POINT_GROUP = GROUP
 BUILTIN_DISTRIBUTION = "hookbot"  # plugins shipped by this distribution load unless [hookbot] handlers says otherwise
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Plugin:
+    """A loaded plugin: its router, the config its ``setup`` returned, and what the dispatcher asks of it."""
+
     name: str
     router: Router
     config: Any
@@ -53,6 +56,14 @@ class Plugin:
     # ``events`` setting); None: every delivery its router routes.
     wants: Callable[[Any, Event], bool] | None = None
     needs_github: bool = True  # acts on GitHub under this config, so live mode needs credentials
+
+    def may_route(self, event_name: str) -> bool:
+        """Whether the router could route some delivery of ``event_name``, known before its payload is read.
+
+        False only when no route names the event (with or without an action) and none is registered for every
+        event (``"*"``); ``wants`` can only turn deliveries down, so such a delivery has no handler here.
+        """
+        return could_route(self.router, event_name)
 
     def callbacks(self, event: Event, every: sansio.Event) -> list[Callable[..., Awaitable[None]]]:
         """This plugin's handlers for ``event`` and for ``"*"`` (``every``: the same event under that name), in a
@@ -65,7 +76,22 @@ class Plugin:
         return sorted(found, key=lambda callback: getattr(callback, "__qualname__", ""))
 
 
-@dataclass(frozen=True, slots=True)
+def could_route(router: Router, event_name: str) -> bool:
+    """Whether ``router`` has a route for ``event_name`` (with or without a payload detail such as ``action``) or
+    for every event.
+
+    gidgethub keeps its routes in two tables keyed by event name and offers no public view of them; its own
+    ``Router(*others)`` reads them this way. Should a gidgethub release rename them, the answer is True,
+    "perhaps", and every delivery is read and asked about as before (tests/bot/test_unwanted.py pins both).
+    """
+    shallow = getattr(router, "_shallow_routes", None)
+    deep = getattr(router, "_deep_routes", None)
+    if not isinstance(shallow, dict) or not isinstance(deep, dict):
+        return True
+    return event_name in shallow or event_name in deep or WILDCARD in shallow or WILDCARD in deep
+
+
+@frozen
 class PluginReport:
     """What loading found: the plugins that run, and those installed but not loaded with the reason."""
 
@@ -73,28 +99,14 @@ class PluginReport:
     not_loaded: dict[str, str]
 
 
-def installed_plugins() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+def installed_plugins() -> dict[str, EntryPoint]:
+    """Every plugin an installed distribution registers, by name (bot/entry_points.py reads them)."""
+    return {ep.name: ep for ep in entry_points(ENTRY_POINT_GROUP)}
 
 
-def builtin_names(available: Mapping[str, importlib.metadata.EntryPoint]) -> list[str]:
-    """The plugins shipped by hookbot's own distribution.
-
-    A distribution's name is read from its METADATA file, parsed whole with the ``email`` package at every ask;
-    the built-ins share one distribution, so each distribution is asked once (three parses fewer at every start,
-    a Lambda cold start included).
-    """
-    names: dict[int, str] = {}
-    builtin = []
-    for name, ep in available.items():
-        if ep.dist is None:
-            continue
-        key = id(ep.dist)
-        if key not in names:
-            names[key] = ep.dist.name
-        if names[key] == BUILTIN_DISTRIBUTION:
-            builtin.append(name)
-    return sorted(builtin)
+def builtin_names(available: Mapping[str, EntryPoint]) -> list[str]:
+    """The plugins shipped by hookbot's own distribution."""
+    return sorted(name for name, ep in available.items() if ep.distribution == BUILTIN_DISTRIBUTION)
 
 
 def load_plugins(

@@ -72,7 +72,10 @@ async def receive_webhook(request: web.Request) -> web.Response:
     body = await read_body(request)
     if isinstance(body, web.Response):
         return body
-    return respond(await ingress.github(request.headers, body, source="github-http", remote=request.remote))
+    answer = await ingress.github(
+        request.headers, body, source="github-http", remote=request.remote, headers_checked=True
+    )
+    return respond(answer)
 
 
 async def receive_sns(request: web.Request) -> web.Response:

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gidgethub.routing import Router
 
 from bot.aws_lambda import LambdaEntry
 from bot.delivery import Delivery
+from bot.plugins import could_route
 from bot.runtime import Runtime
 from bot.server import create_app
 from tests.fake_github import FakeGitHub
@@ -99,3 +101,49 @@ async def test_lambda_skips_dedupe_for_an_unwanted_delivery(
         assert answer["statusCode"] == 200
         assert b"no plugin wants it" in answer["body"].encode()
     assert fake.requests == []
+
+
+async def test_an_unwanted_event_seen_before_is_answered_unread(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str], aiohttp_client: Callable[..., Any]
+) -> None:
+    """After an event name's first delivery (parsed, so its info line names the action and repository), the
+    door answers the next ones from the headers and the signature alone: even a signed body that is not JSON."""
+    _, url = fake_github
+    client, _ = await serve(tmp_path, url, aiohttp_client)
+    not_json = b"{ this is signed but it is not JSON"
+    first = await client.post("/webhook", data=not_json, headers=github_headers(not_json, "check_run"))
+    assert first.status == 400  # a first delivery of an event name is read whole
+    check_run = b'{"action": "completed", "check_run": {"id": 1}}'
+    assert (await client.post("/webhook", data=check_run, headers=github_headers(check_run, "check_run"))).status == 200
+    again = await client.post("/webhook", data=not_json, headers=github_headers(not_json, "check_run"))
+    assert again.status == 200
+    assert (await again.json())["status"] == "no plugin wants it"
+    forged_headers = github_headers(not_json, "check_run", secret="x" * 32)
+    forged = await client.post("/webhook", data=not_json, headers=forged_headers)
+    assert forged.status == 401  # answered unread, never unverified
+
+
+def test_may_want_tells_from_the_event_name_and_the_raw_body(tmp_path: Path) -> None:
+    plain = Runtime.build(make_settings(tmp_path))  # dry-run: the greeter alone, no repository configs
+    assert plain.dispatcher.may_want("issues", b"")
+    assert not plain.dispatcher.may_want("push", PUSH)
+    assert not plain.dispatcher.may_want("check_run", b"")
+    live = Runtime.build(make_settings(tmp_path, GITHUB_TOKEN="ghp_test"))  # reads .github/hookbot.yml
+    assert not live.dispatcher.may_want("push", PUSH)  # no commit of it can name the config file
+    assert live.dispatcher.may_want("push", PUSH.replace(b'"README.md"', b'".github/hookbot.yml"', 1))
+    audit = Runtime.build(make_settings(tmp_path, f'[audit]\ndestination = "file://{tmp_path}/audit/"\n'))
+    assert audit.dispatcher.may_want("check_run", b"")  # audit routes "*": its events filter needs the payload
+
+
+def test_a_router_whose_tables_are_unknown_may_route_anything() -> None:
+    """gidgethub keeps its route tables private; if a release renamed them, every delivery is parsed as before."""
+    router = Router()
+    assert not could_route(router, "push")
+
+    @router.register("issues", action="opened")
+    async def opened(event: Any, gh: Any, ctx: Any) -> None: ...
+
+    assert could_route(router, "issues") and not could_route(router, "push")
+    renamed = Router()
+    renamed.__dict__.clear()
+    assert could_route(renamed, "push")
