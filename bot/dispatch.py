@@ -25,6 +25,7 @@ from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
 from bot.plugin import Context, Event, HandlerError
 from bot.plugins import Plugin
+from bot.records import frozen
 from bot.repo_config import OFF
 
 if TYPE_CHECKING:
@@ -41,8 +42,10 @@ Status = Literal["ok", "failed", "skipped"]
 REPORT_KEY = "hookbot-config"  # the dedupe key suffix that says a delivery's config check run was made
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Outcome:
+    """One plugin's part in a delivery (a frozen record without run-time guards: one per plugin and delivery)."""
+
     handler: str
     status: Status
     ms: float
