@@ -44,7 +44,7 @@ REPORT_KEY = "hookbot-config"  # the dedupe key suffix that says a delivery's co
 
 @frozen
 class Outcome:
-    """One plugin's part in a delivery (a frozen record without run-time guards: one per plugin and delivery)."""
+    """How one plugin's handlers did with one delivery."""
 
     handler: str
     status: Status
@@ -55,6 +55,8 @@ class Outcome:
 
 @dataclass(slots=True)
 class DispatchResult:
+    """What dispatching one delivery did: each plugin's outcome and the actions taken (or, dry-run, described)."""
+
     delivery_id: str
     duplicate: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
