@@ -66,16 +66,14 @@ async def read_body(request: web.Request) -> bytes | web.Response:
 async def receive_webhook(request: web.Request) -> web.Response:
     """POST /webhook: the headers are judged before the body is read, then the shared pipeline decides."""
     ingress = request.app[INGRESS]
-    refused = ingress.precheck_github(request.headers, request.content_length, request.remote)
+    headers, remote = request.headers, request.remote
+    refused = ingress.precheck_github(headers, request.content_length, remote)
     if refused is not None:
         return respond(refused)
     body = await read_body(request)
     if isinstance(body, web.Response):
         return body
-    answer = await ingress.github(
-        request.headers, body, source="github-http", remote=request.remote, headers_checked=True
-    )
-    return respond(answer)
+    return respond(await ingress.github(headers, body, source="github-http", remote=remote, headers_checked=True))
 
 
 async def receive_sns(request: web.Request) -> web.Response:
