@@ -29,7 +29,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bot.delivery import Refusal
-from bot.records import frozen
+from bot.records import record
 
 if TYPE_CHECKING:
     from bot.aws import AwsClients
@@ -42,7 +42,7 @@ LEGACY_SIZE_ATTRIBUTE = "SQSLargePayloadSize"
 SNS_MAX_MESSAGE_BYTES = 256 * 1024  # SNS's limit for a message and its attributes together
 
 
-@frozen
+@record
 class S3Pointer:
     """Where a delivery too big for SNS was put: the S3 object the message points at."""
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.records import frozen
+from bot.records import record
 
 
 class ConfigError(Exception):
@@ -149,7 +149,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
-@frozen
+@record
 class Setting:
     """One setting, declared once: everything else (parsing, defaults, docs, ``config show``) is read from here.
 
@@ -172,7 +172,7 @@ class Setting:
         return parsed
 
 
-@frozen
+@record
 class Section:
     """A config file table (``[server]``, ``[greeter]``) and the settings it may hold."""
 
@@ -215,7 +215,7 @@ class Section:
 Source = Literal["env", "file", "default"]
 
 
-@frozen
+@record
 class Resolved:
     """A setting's effective value and where it came from (``config show``)."""
 

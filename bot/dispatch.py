@@ -25,6 +25,7 @@ from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
 from bot.plugin import Context, Event, HandlerError
 from bot.plugins import Plugin
+from bot.records import frozen
 from bot.repo_config import OFF
 
 if TYPE_CHECKING:
@@ -42,8 +43,10 @@ ROUTED_CACHE_SIZE = 256
 REPORT_KEY = "hookbot-config"  # the dedupe key suffix that says a delivery's config check run was made
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Outcome:
+    """How one plugin's handlers did with one delivery."""
+
     handler: str
     status: Status
     ms: float
@@ -53,6 +56,8 @@ class Outcome:
 
 @dataclass(slots=True)
 class DispatchResult:
+    """What dispatching one delivery did: each plugin's outcome and the actions taken (or, dry-run, described)."""
+
     delivery_id: str
     duplicate: bool = False
     outcomes: list[Outcome] = field(default_factory=list)

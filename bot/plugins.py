@@ -35,14 +35,14 @@ from bot.config_schema import ConfigError, Section, closest
 from bot.delivery import WILDCARD
 from bot.entry_points import GROUP, EntryPoint, entry_points
 from bot.plugin import Event, Setup
-from bot.records import frozen
+from bot.records import record
 from bot.repo_config import RepositorySettings, SettingError
 
 ENTRY_POINT_GROUP = GROUP
 BUILTIN_DISTRIBUTION = "hookbot"  # plugins shipped by this distribution load unless [hookbot] handlers says otherwise
 
 
-@frozen
+@record
 class Plugin:
     """A loaded plugin: its router, the config its ``setup`` returned, and what the dispatcher asks of it."""
 
@@ -91,7 +91,7 @@ def could_route(router: Router, event_name: str) -> bool:
     return event_name in shallow or event_name in deep or WILDCARD in shallow or WILDCARD in deep
 
 
-@frozen
+@record
 class PluginReport:
     """What loading found: the plugins that run, and those installed but not loaded with the reason."""
 

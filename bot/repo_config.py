@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from bot.records import frozen
+from bot.records import record
 
 if TYPE_CHECKING:  # only read files are checked here; a bot without credentials never reads one (cold start)
     from bot.repo_config_yaml import RepoFile
@@ -47,7 +47,7 @@ KIND_WORDS: Mapping[SettingKind, str] = {
 }
 
 
-@frozen
+@record
 class RepoSetting:
     """One setting a repository may set for a plugin, with its kind (checked) and help (shown in errors)."""
 
@@ -56,7 +56,7 @@ class RepoSetting:
     help: str
 
 
-@frozen
+@record
 class RepositorySettings(Generic[ConfigT]):
     """A plugin's declaration (its module's ``repository_settings``): what a repository may set, and how.
 
@@ -83,7 +83,7 @@ class Off:
 OFF = Off()
 
 
-@frozen
+@record
 class CeilingEntry:
     """One loaded plugin under the ceiling: the server's config for it, and what a repository may narrow."""
 
@@ -91,7 +91,7 @@ class CeilingEntry:
     settings: RepositorySettings[Any] | None  # None: a repository may set nothing (audit)
 
 
-@frozen
+@record
 class ServerCeiling:
     """What the server runs (``loaded``) and which plugins exist at all (``installed``, for "did you mean")."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config_schema import Resolved, Section, Setting
-from bot.records import frozen
+from bot.records import record
 
 DEFAULT_API_URL = "https://api.github.com"
 GITHUB_MAX_BODY = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB.
@@ -238,7 +238,7 @@ def core_section(name: str) -> Section:
     raise KeyError(name)
 
 
-@frozen
+@record
 class GitHubSettings:
     """``[github]``: how deliveries are checked and how hookbot talks to GitHub."""
 
@@ -271,7 +271,7 @@ class GitHubSettings:
         return "none"
 
 
-@frozen
+@record
 class ServerSettings:
     """``[server]``: what `hookbot serve` listens on and the bounds it keeps."""
 
@@ -291,7 +291,7 @@ class ServerSettings:
     metrics_port: int | None = None
 
 
-@frozen
+@record
 class SnsSettings:
     """``[sns]``: which SNS messages are accepted, and how they are checked."""
 
@@ -301,7 +301,7 @@ class SnsSettings:
     max_age_seconds: int = 3600
 
 
-@frozen
+@record
 class DedupeSettings:
     """``[dedupe]``: how long and where handled deliveries are remembered."""
 
@@ -310,7 +310,7 @@ class DedupeSettings:
     claim_timeout_seconds: int = 900
 
 
-@frozen
+@record
 class RelaySettings:
     """``[relay]``: the SNS topic verified deliveries are passed on to, if any."""
 
@@ -319,7 +319,7 @@ class RelaySettings:
     payload_bucket: str | None = None  # S3 bucket for deliveries over SNS's 256 KiB (see bot/claim_check.py)
 
 
-@frozen
+@record
 class Settings:
     """Every setting hookbot read at start: the core sections, the plugins' sections as written, and where each
     value came from."""

@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from bot.delivery import Refusal
-from bot.records import frozen
+from bot.records import frozen, record
 
 NOTIFICATION = "Notification"
 SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"
@@ -196,7 +196,7 @@ def _is_aws_sns_url(parts: SplitResult) -> bool:
     return parts.scheme == "https" and parts.netloc == parts.hostname and bool(_SNS_HOST.fullmatch(parts.netloc))
 
 
-@frozen
+@record
 class SnsVerifier:
     """The SNS checks with their settings. Build one per configuration and share it: it holds no state.
 
