@@ -3,12 +3,15 @@ against fresh interpreters that only `import aiohttp, gidgethub` (the floor any 
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import platform
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -82,25 +85,49 @@ def lambda_task_dir(workdir: Path) -> Path:
     return target
 
 
+def time_commands(
+    commands: dict[str, tuple[list[str], dict[str, str]]], workdir: Path, repetitions: int
+) -> dict[str, dict[str, Any]]:
+    """Each command's median wall time and CPU time (user+system of the child) over ``repetitions`` fresh runs,
+    the commands taking turns so that whatever else the machine does falls on all of them alike."""
+    wall: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    for argv, env in commands.values():  # one untimed run each fills the OS page cache
+        subprocess.run(argv, env=env, cwd=workdir, check=True, capture_output=True, timeout=60)
+    for _ in range(repetitions):
+        for name, (argv, env) in commands.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            subprocess.run(argv, env=env, cwd=workdir, check=True, capture_output=True, timeout=60)
+            wall[name].append(round((time.perf_counter() - started) * 1000, 1))
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            cpu[name].append(round(used * 1000, 1))
+    return {
+        name: {
+            "wall_ms": statistics.median(wall[name]),
+            "cpu_ms": statistics.median(cpu[name]),
+            "cpu_quartiles_ms": [round(q, 1) for q in statistics.quantiles(cpu[name], n=4)],
+            "samples_ms": wall[name],
+            "cpu_samples_ms": cpu[name],
+        }
+        for name in commands
+    }
+
+
 def time_interpreters(
     commands: dict[str, list[str]], env: dict[str, str], workdir: Path, repetitions: int
 ) -> dict[str, Any]:
-    """Median wall time of fresh interpreters running each command, alternating them."""
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    for argv in commands.values():  # one untimed run each fills the OS page cache
-        subprocess.run(argv, env=env, cwd=workdir, check=True, capture_output=True, timeout=60)
-    for _ in range(repetitions):
-        for name, argv in commands.items():
-            started = time.perf_counter()
-            subprocess.run(argv, env=env, cwd=workdir, check=True, capture_output=True, timeout=60)
-            times[name].append(round((time.perf_counter() - started) * 1000, 1))
-    lambda_ms = statistics.median(times["lambda"])
-    imports_ms = statistics.median(times["imports"])
+    """Median wall time of fresh interpreters running each command, alternating them (and their CPU time)."""
+    timed = time_commands({name: (argv, env) for name, argv in commands.items()}, workdir, repetitions)
+    lambda_ms = timed["lambda"]["wall_ms"]
+    imports_ms = timed["imports"]["wall_ms"]
     return {
         "lambda_ms": lambda_ms,
         "imports_ms": imports_ms,
         "ratio": round(lambda_ms / imports_ms, 2),
-        "samples_ms": times,
+        "cpu_ratio": round(timed["lambda"]["cpu_ms"] / timed["imports"]["cpu_ms"], 3),
+        "samples_ms": {name: figures["samples_ms"] for name, figures in timed.items()},
     }
 
 
@@ -113,23 +140,24 @@ COLD_START_METHODS = {
 }
 
 
-def deployed_task_dir(workdir: Path) -> tuple[Path, str] | None:
-    """The real Lambda zip, built for this machine's architecture and unpacked, and Lambda's Python to run it with;
-    None without a Python 3.12 here or on an architecture Lambda does not run."""
+def deployed_task_dir(workdir: Path, checkout: Path = ROOT, name: str = "var-task") -> tuple[Path, str] | None:
+    """The real Lambda zip of ``checkout``, built for this machine's architecture and unpacked, and Lambda's Python
+    to run it with; None without a Python 3.12 here or on an architecture Lambda does not run."""
     from bot.package import find_lambda_python
 
     arch = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
     python = find_lambda_python()
     if arch is None or python is None:
         return None
-    archive = workdir / "hookbot-lambda.zip"
+    archive = workdir / f"{name}.zip"
+    package = ["package", "--arch", arch, "--output", str(archive), "--python", python, "--project", str(checkout)]
     subprocess.run(
-        [str(PYTHON), "-m", "bot", "package", "--arch", arch, "--output", str(archive), "--python", python],
+        [str(PYTHON), "-m", "bot", *package],
         check=True,
         capture_output=True,
         timeout=900,
     )
-    task = workdir / "var-task"
+    task = workdir / name
     with zipfile.ZipFile(archive) as unpacked:
         unpacked.extractall(task)
     return task, python
@@ -164,3 +192,51 @@ def cold_start(workdir: Path, repetitions: int) -> dict[str, Any] | None:
         variants[name] = time_interpreters(commands, python_env, workdir, repetitions)
     method = ways[0][0]
     return {**variants[method], "method": method, "variants": variants}
+
+
+def compare(against: Path, repetitions: int) -> None:
+    """This checkout's cold start and ``against``'s, interleaved with the floor, deployed and in each one's venv.
+
+    What one change gave: CPU time (user+system) is the figure to compare on a shared machine, wall time is shown
+    beside it. ``against`` is another checkout of hookbot with its own ``.venv`` (``make test`` builds one).
+    """
+    with tempfile.TemporaryDirectory(prefix="hookbot-coldstart-") as temporary:
+        workdir = Path(temporary)
+        event = str(lambda_event(workdir))
+        env = server_env(workdir)
+        env.pop("PYTHONPATH", None)
+        sides = {"this": ROOT, "against": against.resolve()}
+        ways: dict[str, dict[str, tuple[list[str], dict[str, str]]]] = {}
+        deployed = {side: deployed_task_dir(workdir, checkout, f"task-{side}") for side, checkout in sides.items()}
+        if deployed["this"] is not None:
+            this_task, python = deployed["this"]
+            runs = {"imports": ([python, "-c", IMPORT_SNIPPET], {**env, "PYTHONPATH": str(this_task)})}
+            for side, built in deployed.items():
+                assert built is not None
+                runs[side] = ([python, "-c", LAMBDA_SNIPPET, event], {**env, "PYTHONPATH": str(built[0])})
+            ways["deployed"] = {
+                name: (argv, {**side_env, "PYTHONDONTWRITEBYTECODE": "1"}) for name, (argv, side_env) in runs.items()
+            }
+        venv = {side: str(checkout / ".venv" / "bin" / "python") for side, checkout in sides.items()}
+        ways["dev_venv"] = {
+            "imports": ([venv["this"], "-c", IMPORT_SNIPPET], env),
+            **{side: ([python, "-c", LAMBDA_SNIPPET, event], env) for side, python in venv.items()},
+        }
+        for way, runs in ways.items():
+            pinned = {name: (["taskset", "-c", SERVER_CORE, *argv], run_env) for name, (argv, run_env) in runs.items()}
+            timed = time_commands(pinned, workdir, repetitions)
+            floor = timed["imports"]["cpu_ms"]
+            for name, figures in timed.items():
+                low, _, high = figures["cpu_quartiles_ms"]
+                print(
+                    f"{way:9} {name:8} CPU {figures['cpu_ms']:6.1f} ms (quartiles {low:.1f}-{high:.1f}), "
+                    f"{figures['cpu_ms'] / floor:.3f} x the floor; wall {figures['wall_ms']:6.1f} ms"
+                )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="The Lambda cold start of this checkout against another one.")
+    parser.add_argument("--against", type=Path, required=True, help="another hookbot checkout with its .venv")
+    parser.add_argument("--repetitions", type=int, default=21, help="alternating runs of each (default 21)")
+    arguments = parser.parse_args()
+    compare(arguments.against, arguments.repetitions)

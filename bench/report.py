@@ -169,7 +169,7 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
             "each; "
             + "; ".join(
                 f"{name}, {COLD_START_METHODS[name]}: {figures['imports_ms']:.0f} vs {figures['lambda_ms']:.0f} ms, "
-                f"{figures['ratio']:.2f} x"
+                f"{figures['ratio']:.2f} x (CPU time {figures['cpu_ratio']:.2f} x)"
                 for name, figures in cold["variants"].items()
             )
             + ".",

@@ -134,7 +134,10 @@ def main() -> int:
         forged = forged_flood(hookbot, load, args.duration)
         cold = cold_start(workdir, args.cold_repetitions)
         for name, figures in (cold or {}).get("variants", {}).items():
-            print(f"cold start, {name}: {figures['imports_ms']} vs {figures['lambda_ms']} ms, {figures['ratio']} x")
+            print(
+                f"cold start, {name}: {figures['imports_ms']} vs {figures['lambda_ms']} ms, {figures['ratio']} x"
+                f" (CPU time {figures['cpu_ratio']} x)"
+            )
         body_bytes = {name: f"{pool.body_bytes:,} bytes ({name})" for name, pool in load.pools.items()}
         example = load.argv("http://127.0.0.1:PORT", args.duration, "issues")
 

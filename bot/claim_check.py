@@ -25,10 +25,11 @@ import asyncio
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bot.delivery import Refusal
+from bot.records import record
 
 if TYPE_CHECKING:
     from bot.aws import AwsClients
@@ -41,8 +42,10 @@ LEGACY_SIZE_ATTRIBUTE = "SQSLargePayloadSize"
 SNS_MAX_MESSAGE_BYTES = 256 * 1024  # SNS's limit for a message and its attributes together
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class S3Pointer:
+    """Where a delivery too big for SNS was put: the S3 object the message points at."""
+
     bucket: str
     key: str
 

@@ -10,9 +10,10 @@ other's code.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from bot.records import record
 
 
 class ConfigError(Exception):
@@ -148,7 +149,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Setting:
     """One setting, declared once: everything else (parsing, defaults, docs, ``config show``) is read from here.
 
@@ -171,7 +172,7 @@ class Setting:
         return parsed
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Section:
     """A config file table (``[server]``, ``[greeter]``) and the settings it may hold."""
 
@@ -214,7 +215,7 @@ class Section:
 Source = Literal["env", "file", "default"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Resolved:
     """A setting's effective value and where it came from (``config show``)."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import bot.logs  # noqa: F401 - sets hookbot's logger class before the logger below is made
+from bot.records import frozen
 
 if TYPE_CHECKING:
     from bot.dedupe import DedupeStore
@@ -29,7 +30,7 @@ class ActionLog:
         actions_log.info(line, extra={"fields": {"dry_run": self.dry_run}})
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StepMarks:
     """Which named steps of one plugin have already succeeded for one delivery.
 

@@ -10,8 +10,10 @@ import hashlib
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
+
+from bot.records import frozen
 
 S3_EVENT = "s3"  # the event name of deliveries made from S3 notifications (bot.s3_events)
 WILDCARD = "*"  # an event filter (and a gidgethub route, see bot/dispatch.py) that matches every delivery
@@ -48,7 +50,7 @@ class Refusal(Exception):
 Source = Literal["github-http", "sns-http", "lambda-sns", "lambda-s3", "function-url", "replay"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Delivery:
     """A verified event, ready for dispatch.
 

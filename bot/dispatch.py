@@ -19,12 +19,13 @@ from gidgethub import GitHubException, sansio
 
 from bot.aws import AwsClients
 from bot.context import ActionLog, StepMarks
-from bot.dedupe import DedupeStore
+from bot.dedupe import DedupeStore, claim_all, forget_all, mark_all_done, release_all
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
 from bot.plugin import Context, Event, HandlerError
 from bot.plugins import Plugin
+from bot.records import frozen
 from bot.repo_config import OFF
 
 if TYPE_CHECKING:
@@ -41,8 +42,10 @@ Status = Literal["ok", "failed", "skipped"]
 REPORT_KEY = "hookbot-config"  # the dedupe key suffix that says a delivery's config check run was made
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Outcome:
+    """How one plugin's handlers did with one delivery."""
+
     handler: str
     status: Status
     ms: float
@@ -52,6 +55,8 @@ class Outcome:
 
 @dataclass(slots=True)
 class DispatchResult:
+    """What dispatching one delivery did: each plugin's outcome and the actions taken (or, dry-run, described)."""
+
     delivery_id: str
     duplicate: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
@@ -172,24 +177,27 @@ class Dispatcher:
             result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login, configs)
             result.actions = actions.lines
             if result.ok:
-                await self._mark_done(delivery)
+                await mark_all_done(self.dedupe, self._keys(delivery))
                 # The per-plugin marks serve only retries of a partly failed delivery; a finished one needs none.
-                for outcome in result.outcomes:
-                    if outcome.status == "ok":
-                        await self.dedupe.forget(f"{self.dedupe_key(delivery.delivery_id)}/{outcome.handler}")
+                prefix = self.dedupe_key(delivery.delivery_id)
+                marks = [f"{prefix}/{outcome.handler}" for outcome in result.outcomes if outcome.status == "ok"]
                 if config_pushed:
-                    await self.dedupe.forget(f"{self.dedupe_key(delivery.delivery_id)}/{REPORT_KEY}")
+                    marks.append(f"{prefix}/{REPORT_KEY}")
+                await forget_all(self.dedupe, marks)
             else:
                 await self._release(delivery)
             return result
         finally:
             # One line per delivery at its end, whatever happened: a first test push never seems to vanish.
+            summary = result.summary
             fields = _fields(delivery)
-            fields.update(outcome=result.summary, ms=_ms(started))
+            fields["outcome"] = summary
+            fields["ms"] = _ms(started)
             if handlers := [o.handler for o in result.outcomes if o.status != "skipped"]:
                 fields["handlers"] = ",".join(handlers)
-            level = logging.WARNING if result.summary == "failed" else logging.INFO
-            log.log(level, "delivery %s", result.summary, extra={"fields": fields})
+            level = logging.WARNING if summary == "failed" else logging.INFO
+            # The text made here, not from "%s" and args: a record with one argument pays an ABC isinstance check.
+            log.log(level, f"delivery {summary}", extra={"fields": fields})
             current_delivery.reset(token)
 
     async def _claim(self, delivery: Delivery, lifetime: float | None) -> bool:
@@ -197,25 +205,16 @@ class Dispatcher:
 
         A key already taken means the same delivery is done or running, under this id or another one.
         """
-        claimed: list[str] = []
         keys = self._keys(delivery)
-        for key in keys:
-            if not await self.dedupe.claim(key, lifetime=lifetime):
-                for taken in claimed:
-                    await self.dedupe.release(taken)
-                what = "delivery" if key == keys[0] else "the same body under another delivery id"
-                log.info("%s already handled or in progress; skipped", what, extra={"fields": _fields(delivery)})
-                return False
-            claimed.append(key)
-        return True
+        taken = await claim_all(self.dedupe, keys, lifetime=lifetime)
+        if taken is None:
+            return True
+        what = "delivery" if taken == keys[0] else "the same body under another delivery id"
+        log.info("%s already handled or in progress; skipped", what, extra={"fields": _fields(delivery)})
+        return False
 
     async def _release(self, delivery: Delivery) -> None:
-        for key in self._keys(delivery):
-            await self.dedupe.release(key)
-
-    async def _mark_done(self, delivery: Delivery) -> None:
-        for key in self._keys(delivery):
-            await self.dedupe.mark_done(key)
+        await release_all(self.dedupe, self._keys(delivery))
 
     async def _repository_configs(self, gh: Any, delivery: Delivery, config_pushed: bool) -> Mapping[str, Any]:
         """Each plugin's config for the delivery's repository (.github/hookbot.yml under the server's ceiling).
@@ -307,7 +306,8 @@ class Dispatcher:
             return outcome
         outcome = Outcome(plugin.name, "ok", _ms(started))
         await self.dedupe.mark_done(key)
-        await steps.forget()  # the plugin's mark now covers its steps (written first: a crash here loses nothing)
+        if steps.known:  # the plugin's mark now covers its steps (written first: a crash here loses nothing)
+            await steps.forget()
         if log.isEnabledFor(logging.DEBUG):  # its fields cost more than the check, and the line is seldom on
             log.debug("handler finished", extra={"fields": _fields(delivery, outcome)})
         return outcome

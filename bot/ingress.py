@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -33,6 +33,7 @@ from bot.github_webhook import (
     well_formed,
 )
 from bot.metrics import DELIVERIES
+from bot.records import frozen
 
 if TYPE_CHECKING:
     from bot.dispatch import DispatchResult
@@ -49,7 +50,7 @@ IDENTITY_ENCODINGS = frozenset({"", "identity"})
 RETRY_AFTER_SECONDS = 5
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Answer:
     """What a door sends back: an HTTP status, a small JSON document, and any extra headers (Retry-After)."""
 
@@ -58,7 +59,7 @@ class Answer:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Policy:
     """The settings the checks need, taken from the Runtime at each request (tests change them on the fly)."""
 

@@ -42,6 +42,11 @@ _SECRET_PATTERN = re.compile(
     r"|(?i:\b(?:token|bearer)\s+)[A-Za-z0-9_.=-]{16,}",
     re.DOTALL,
 )
+# Every text the pattern above matches holds one of these, or "token" or "bearer" in some case: a scan for them,
+# whose branches each start with a letter the regex engine can skip to, spares most lines the full pattern, whose
+# case-insensitive branch makes the engine try every alternative at every character (3.0 -> 0.6 us for a
+# 110-character line). str.lower() maps every character the case-insensitive words match to their letters.
+_SECRET_HINT = re.compile(r"gh[pousr]_|github_pat_|AKIA|ASIA|-----BEGIN|eyJ")
 _known_secrets: set[str] = set()
 
 
@@ -60,6 +65,14 @@ def register_secret(value: str | bytes | None) -> None:
         _redacted.clear()
 
 
+def may_hold_secret(text: str) -> bool:
+    """False only when the log lines' secret pattern cannot match ``text`` (a cheap scan before the full one)."""
+    if _SECRET_HINT.search(text) is not None:
+        return True
+    lowered = text.lower()
+    return "token" in lowered or "bearer" in lowered
+
+
 def redact(text: str) -> str:
     cached = _redacted.get(text)
     if cached is not None:
@@ -68,7 +81,8 @@ def redact(text: str) -> str:
     for secret in _known_secrets:
         if secret in clean:
             clean = clean.replace(secret, REDACTED)
-    clean = _SECRET_PATTERN.sub(REDACTED, clean)
+    if may_hold_secret(clean):
+        clean = _SECRET_PATTERN.sub(REDACTED, clean)
     if len(text) <= REDACTED_CACHE_MAX_LENGTH:
         if len(_redacted) >= REDACTED_CACHE_SIZE:
             _redacted.clear()

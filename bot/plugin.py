@@ -55,6 +55,7 @@ from bot.delivery import WILDCARD, Delivery, Source, action_of, describe, matche
 from bot.effects import before_effect
 from bot.github import UntrustedURLError
 from bot.logs import CREDENTIAL_PATTERN, REDACTED, register_secret
+from bot.records import record
 from bot.repo_config import RepoSetting, RepositorySettings, SettingError
 
 __all__ = [
@@ -122,7 +123,7 @@ class Event(sansio.Event):
         return matches(self.event, self.action, names)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Setup:
     """What a plugin's ``setup`` hook gets at start."""
 

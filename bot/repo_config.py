@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from bot.records import record
 
 if TYPE_CHECKING:  # only read files are checked here; a bot without credentials never reads one (cold start)
     from bot.repo_config_yaml import RepoFile
@@ -46,14 +47,16 @@ KIND_WORDS: Mapping[SettingKind, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RepoSetting:
+    """One setting a repository may set for a plugin, with its kind (checked) and help (shown in errors)."""
+
     name: str
     kind: SettingKind
     help: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RepositorySettings(Generic[ConfigT]):
     """A plugin's declaration (its module's ``repository_settings``): what a repository may set, and how.
 
@@ -80,13 +83,15 @@ class Off:
 OFF = Off()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CeilingEntry:
+    """One loaded plugin under the ceiling: the server's config for it, and what a repository may narrow."""
+
     config: Any  # the server's config for the plugin, what its handlers get when no repository file narrows it
     settings: RepositorySettings[Any] | None  # None: a repository may set nothing (audit)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ServerCeiling:
     """What the server runs (``loaded``) and which plugins exist at all (``installed``, for "did you mean")."""
 

@@ -36,6 +36,8 @@ SECRET_FILE = "webhook-secret"  # noqa: S105 - a file name, not a secret
 
 @dataclass(slots=True)
 class Runtime:
+    """Everything an entry point (server, Lambda, replay) works with, built once from the settings."""
+
     settings: Settings
     dispatcher: Dispatcher
     github: GitHubClients

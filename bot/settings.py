@@ -8,11 +8,12 @@ from it. The frozen dataclasses below are what the rest of hookbot gets, plain t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from bot.config_schema import Resolved, Section, Setting
+from bot.records import record
 
 DEFAULT_API_URL = "https://api.github.com"
 GITHUB_MAX_BODY = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB.
@@ -237,8 +238,10 @@ def core_section(name: str) -> Section:
     raise KeyError(name)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GitHubSettings:
+    """``[github]``: how deliveries are checked and how hookbot talks to GitHub."""
+
     # Secrets stay out of repr(): settings end up in tracebacks, debug logs and test failure output.
     webhook_secret: str | None = field(default=None, repr=False)
     previous_secrets: tuple[str, ...] = field(default=(), repr=False)
@@ -268,8 +271,10 @@ class GitHubSettings:
         return "none"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ServerSettings:
+    """``[server]``: what `hookbot serve` listens on and the bounds it keeps."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = GITHUB_MAX_BODY
@@ -286,30 +291,39 @@ class ServerSettings:
     metrics_port: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SnsSettings:
+    """``[sns]``: which SNS messages are accepted, and how they are checked."""
+
     topic_arns: tuple[str, ...] = ()
     require_github_signature: bool = True
     verify_in_lambda: bool = False
     max_age_seconds: int = 3600
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DedupeSettings:
+    """``[dedupe]``: how long and where handled deliveries are remembered."""
+
     ttl_seconds: int = 7 * 24 * 3600
     table: str | None = None
     claim_timeout_seconds: int = 900
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RelaySettings:
+    """``[relay]``: the SNS topic verified deliveries are passed on to, if any."""
+
     topic_arn: str | None = None
     also_handle: bool = False
     payload_bucket: str | None = None  # S3 bucket for deliveries over SNS's 256 KiB (see bot/claim_check.py)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Settings:
+    """Every setting hookbot read at start: the core sections, the plugins' sections as written, and where each
+    value came from."""
+
     github: GitHubSettings = field(default_factory=GitHubSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     sns: SnsSettings = field(default_factory=SnsSettings)

@@ -31,12 +31,13 @@ import base64
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from bot.delivery import Refusal
+from bot.records import frozen, record
 
 NOTIFICATION = "Notification"
 SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"
@@ -71,7 +72,7 @@ _SIGNED_FIELDS = {
 Origin = tuple[str, str, int]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SnsMessage:
     """One SNS message, whichever spelling it came in; ``attributes`` keeps String and Number attribute values
     (the Extended Client's ``ExtendedPayloadSize`` is a Number)."""
@@ -195,7 +196,7 @@ def _is_aws_sns_url(parts: SplitResult) -> bool:
     return parts.scheme == "https" and parts.netloc == parts.hostname and bool(_SNS_HOST.fullmatch(parts.netloc))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SnsVerifier:
     """The SNS checks with their settings. Build one per configuration and share it: it holds no state.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from bot.config_schema import closest
@@ -31,6 +31,7 @@ from bot.plugin import (
     hidden_marker,
     issue_path,
 )
+from bot.records import record
 
 router = Router()
 
@@ -60,8 +61,10 @@ SETTINGS = Section(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GreeterConfig:
+    """The greetings and who is never greeted: what ``setup`` and a repository's file narrow."""
+
     issue_comment: str = SETTINGS.setting("issue_comment").default
     pull_request_comment: str = SETTINGS.setting("pull_request_comment").default
     skip_authors: tuple[str, ...] = ()  # logins or globs (``dependabot*``) never greeted; case-insensitive

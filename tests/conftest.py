@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -31,9 +32,31 @@ async def fake_github(aiohttp_server: Callable[..., object]) -> AsyncIterator[tu
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port free now, and below the kernel's ephemeral range.
+
+    Tests kill a server and restart it on the same port; a port from the ephemeral range (what binding port 0
+    gives) can meanwhile be handed to any outgoing connection on the machine, and the restart then fails with
+    "Address already in use". Ports below that range are only ever taken by an explicit bind.
+    """
+    low = ephemeral_range_start()
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded machine: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
-from bot.logs import JsonFormatter, RefusalLog, current_delivery, register_secret
+from bot.logs import REDACTED, JsonFormatter, RefusalLog, current_delivery, may_hold_secret, redact, register_secret
 from bot.runtime import Runtime
 from tests.helpers import make_settings
 
@@ -93,3 +95,34 @@ def test_refusal_flood_logs_a_burst_then_one_summary_with_bounded_sources(caplog
     assert fields["statuses"] == {"401": 9997}
     assert len(fields["sources"]) == 3 and "(other)" in fields["sources"]  # two named, the rest lumped
     assert len(caplog.records) == 5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "calling with ghs_0123456789abcdefghijKLMN",
+        "pat github_pat_11ABCDEFG0123456789_abcdef here",
+        "aws AKIAIOSFODNN7EXAMPLE and ASIAIOSFODNN7EXAMPLE",
+        "-----BEGIN PRIVATE KEY-----\nMIIE",
+        "jwt eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxMjM0In0.c2lnbmF0dXJl",
+        "Authorization: Bearer abcdefghijklmnopqrstuvwx",
+        "TOKEN abcdefghijklmnopqrstuvwx",
+        "to\u212aen abcdefghijklmnopqrstuvwx",  # KELVIN SIGN: the pattern's (?i) takes it for a k
+    ],
+)
+def test_the_scan_before_the_secret_pattern_lets_every_credential_through_to_it(text: str) -> None:
+    assert may_hold_secret(text)
+    assert REDACTED in redact(text + " " * 101)  # longer than the cache takes: the pattern itself runs
+
+
+def test_the_scan_before_the_secret_pattern_spares_plain_text() -> None:
+    assert not may_hold_secret("comment on octo/hello-world#1: Thanks for opening this issue, @octocat!")
+
+
+def test_every_character_the_case_insensitive_words_match_lowers_to_their_letters() -> None:
+    """The scan looks for "token" and "bearer" in ``text.lower()``: it relies on every character that the secret
+    pattern's case-insensitive branch takes for one of their letters lowering to that letter (true of this
+    Python's Unicode tables; this checks them all)."""
+    matched = set(re.findall("(?i:[tokenbar])", "".join(map(chr, range(sys.maxunicode + 1)))))
+    assert "\u212a" in matched  # KELVIN SIGN, as a k
+    assert {char.lower() for char in matched} == set("tokenbar")
