@@ -38,6 +38,9 @@ def cprofile(workdir: Path, load: Load, duration_s: int, workload: str = "issues
     with hookbot.running():
         load.run(hookbot.url, duration_s, workload)
         hookbot.drain()
+    kept = BENCH / "profile-hookbot.prof"
+    kept.write_bytes(stats_path.read_bytes())  # for pstats afterwards: callers, callees
+    print(f"cProfile stats kept in {kept.relative_to(ROOT)}")
     stats = pstats.Stats(str(stats_path))
     stats.sort_stats("tottime").print_stats(30)
     stats.sort_stats("cumulative").print_stats(60)

@@ -4,7 +4,8 @@ At the cap the longest-idle connection is closed to let a new one in (`Connectio
 (keep-alive, or headers not yet complete) are closed by aiohttp's keep-alive timer; a request head (request line
 and headers) longer than 32 KiB closes its connection (`RequestHead`). The guard sits between the listening
 socket and aiohttp's protocol (`GuardedSite`, `GuardedProtocol`) so that a refused connection costs aiohttp
-nothing, and learns which connections have a handler running from a middleware (`track_busy_connections`).
+nothing, and learns which connections have a handler running from a wrapper around each route's handler
+(`tracking_busy_connections`).
 """
 
 from __future__ import annotations
@@ -162,27 +163,49 @@ class GuardedProtocol(asyncio.Protocol):
 CONNECTIONS = web.AppKey("connections", ConnectionGuard)
 
 
-@web.middleware
-async def track_busy_connections(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Tell the connection guard (when the app runs behind one) which connections have a handler running.
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def tracking_busy_connections(handler: Handler) -> Handler:
+    """``handler``, telling the connection guard (when the app runs behind one) which connections have it running.
 
     A request whose body was not read to its end (refused before reading) ends its connection: aiohttp reads
     and drops the rest for a bounded time, then closes, rather than taking another request after it.
+
+    A wrapper around each route's handler, not a middleware: with any middleware aiohttp runs a chain of two
+    extra coroutine layers per request, which was a tenth of the CPU of a delivery answered at the door
+    (BENCHMARKS.md). Requests no route takes must be tracked too (the head limit restarts only here), so the app
+    routes them to :func:`no_route` through the same wrapper.
     """
-    guard = request.app.get(CONNECTIONS)
-    transport = request.transport
-    if guard is None or transport is None:
-        return await handler(request)
-    guard.busy(transport)
-    try:
-        return await handler(request)
-    finally:
-        reusable = request.content.is_eof()
-        if not reusable:
-            request.protocol.close()
-        guard.done(transport, reusable=reusable)
+
+    async def tracked(request: web.Request) -> web.StreamResponse:
+        guard = request.app.get(CONNECTIONS)
+        transport = request.transport
+        if guard is None or transport is None:
+            return await handler(request)
+        guard.busy(transport)
+        try:
+            return await handler(request)
+        finally:
+            reusable = request.content.is_eof()
+            if not reusable:
+                request.protocol.close()
+            guard.done(transport, reusable=reusable)
+
+    return tracked
+
+
+async def no_route(request: web.Request) -> web.StreamResponse:
+    """What aiohttp's router answers a request no route takes: 405 with ``Allow`` for a known path, else 404.
+
+    Registered last, as a catch-all for every method and path, so that such requests pass through
+    :func:`tracking_busy_connections` as well.
+    """
+    routes = request.app.router.routes()
+    allowed = {route.method for route in routes if route.resource and route.resource.canonical == request.path}
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
+    raise web.HTTPNotFound()
 
 
 class GuardedSite(web.BaseSite):

@@ -39,6 +39,7 @@ EXPLAINED_ERRORS = (HandlerError, GitHubException, ClientError, TimeoutError)
 
 
 Status = Literal["ok", "failed", "skipped"]
+ROUTED_CACHE_SIZE = 256
 REPORT_KEY = "hookbot-config"  # the dedupe key suffix that says a delivery's config check run was made
 
 
@@ -93,6 +94,7 @@ class Dispatcher:
         self.aws = aws
         self.dry_run = dry_run
         self.repo_configs = repo_configs
+        self._routed: dict[str, bool] = {}  # may_want's answer from the routes, by event name (plugins are fixed)
 
     def routes(self, event: Event) -> list[tuple[Plugin, list[Callable[..., Awaitable[None]]]]]:
         """Each loaded plugin with its handlers for ``event`` (none for a plugin that does not want it)."""
@@ -120,7 +122,12 @@ class Dispatcher:
         could change a repository's config (its commits can name the file only if the body does). True means
         "parse it and ask :meth:`wants`".
         """
-        if any(plugin.may_route(event_name) for plugin in self.plugins):
+        routed = self._routed.get(event_name)
+        if routed is None:
+            routed = any(plugin.may_route(event_name) for plugin in self.plugins)
+            if len(self._routed) < ROUTED_CACHE_SIZE:  # event names are checked, but the cache need not grow with them
+                self._routed[event_name] = routed
+        if routed:
             return True
         if event_name != "push" or self.repo_configs is None:
             return False

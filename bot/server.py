@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bot import __version__
 from bot.body_budget import BodyBudget, answer_and_close
 from bot.body_budget import read_body as read_bounded_body
-from bot.connection_guard import track_busy_connections
+from bot.connection_guard import no_route, tracking_busy_connections
 from bot.delivery import Delivery, Refusal
 from bot.dispatch import DispatchResult
 from bot.inbox import Inbox, JournalInbox, Processor, journal_path
@@ -66,16 +66,14 @@ async def read_body(request: web.Request) -> bytes | web.Response:
 async def receive_webhook(request: web.Request) -> web.Response:
     """POST /webhook: the headers are judged before the body is read, then the shared pipeline decides."""
     ingress = request.app[INGRESS]
-    refused = ingress.precheck_github(request.headers, request.content_length, request.remote)
+    headers, remote = request.headers, request.remote
+    refused = ingress.precheck_github(headers, request.content_length, remote)
     if refused is not None:
         return respond(refused)
     body = await read_body(request)
     if isinstance(body, web.Response):
         return body
-    answer = await ingress.github(
-        request.headers, body, source="github-http", remote=request.remote, headers_checked=True
-    )
-    return respond(answer)
+    return respond(await ingress.github(headers, body, source="github-http", remote=remote, headers_checked=True))
 
 
 async def receive_sns(request: web.Request) -> web.Response:
@@ -166,7 +164,6 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         handler_args={"auto_decompress": False},
-        middlewares=[track_busy_connections],
     )
     app[RUNTIME] = runtime
     app[INBOX] = inbox or JournalInbox(
@@ -183,11 +180,12 @@ def create_app(runtime: Runtime, inbox: Inbox | None = None) -> web.Application:
     app[STARTED] = time.monotonic()
     app[INGRESS] = Ingress(runtime, journal_acceptor(app[INBOX]), RefusalLog(log))
     app[BODY_BUDGET] = BodyBudget(settings.server.max_buffered_bytes, retry_after=RETRY_AFTER_SECONDS)
-    app.router.add_post("/webhook", receive_webhook)
-    app.router.add_post("/sns", receive_sns)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/webhook", tracking_busy_connections(receive_webhook))
+    app.router.add_post("/sns", tracking_busy_connections(receive_sns))
+    app.router.add_get("/healthz", tracking_busy_connections(healthz))
     if settings.server.metrics_port is None:
-        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/metrics", tracking_busy_connections(metrics))
+    app.router.add_route("*", "/{path:.*}", tracking_busy_connections(no_route))  # last: what no route above takes
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[INBOX].start()

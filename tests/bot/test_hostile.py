@@ -8,6 +8,7 @@ dead worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -395,5 +396,33 @@ async def test_idle_connections_are_closed_after_the_idle_timeout(
             assert await closed_by_server(reader, timeout=30)
         for writer in (silent_writer, half_writer, kept_writer):
             writer.close()
+    finally:
+        assert await server.stop() == 0
+
+
+@pytest.mark.parametrize(("request_line", "status"), [(b"GET /nowhere", b"404"), (b"GET /webhook", b"405")])
+async def test_the_head_limit_holds_after_a_request_no_route_takes(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str], request_line: bytes, status: bytes
+) -> None:
+    """The head count restarts with each request, routed or not: a 404 or 405 first must not lift the 32 KiB limit
+    for the rest of a kept-alive connection (the routes' tracking wrapper also takes what no route does)."""
+    _, url = fake_github
+    server = Server(tmp_path, url, "[server]\nidle_timeout_seconds = 120\n")  # only the head limit may close it
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(request_line + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 " + status)
+        assert status != b"405" or b"Allow: POST" in head
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        with contextlib.suppress(OSError):
+            writer.write(b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            for n in range(120):
+                writer.write(b"X-Pad-%d: %s\r\n" % (n, b"a" * 8000))
+            await asyncio.wait_for(writer.drain(), timeout=10)
+        assert await closed_by_server(reader, timeout=30)
+        writer.close()
     finally:
         assert await server.stop() == 0
