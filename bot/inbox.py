@@ -202,11 +202,10 @@ class JournalInbox:
             delivery.action,
             delivery.repository,
             self._mode,
+            bytes.fromhex(delivery.body_sha256),
         )
 
-        committed = self._journal.write(
-            functools.partial(admit_unless_replayed, row=row, body_sha256=delivery.body_sha256)
-        )
+        committed = self._journal.write(functools.partial(admit_unless_replayed, row=row))
         # The bookkeeping after the commit runs as a callback, not after the await below: a request cancelled
         # while waiting (the client hung up) must still get its committed delivery queued for a worker.
         committed.add_done_callback(functools.partial(self._admitted, delivery))

@@ -305,7 +305,7 @@ async def test_a_journal_of_the_old_schema_is_migrated_on_open_without_losing_wo
         assert conn.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-        assert tables == {"deliveries", "bodies", "seen_bodies"}
+        assert tables == {"deliveries", "bodies"}
 
     process = Recorder()
     inbox = make_inbox(tmp_path, process, max_attempts=5)

@@ -4,8 +4,10 @@ journal, the in-memory store and the shared DynamoDB table. The doors' side is i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import boto3
@@ -13,7 +15,7 @@ import pytest
 
 from bot.delivery import Delivery
 from bot.dispatch import Dispatcher, DispatchResult, Outcome
-from bot.inbox import JournalInbox, journal_path
+from bot.inbox import SCHEMA_VERSION, JournalInbox, journal_path
 from bot.runtime import Runtime
 from tests.fake_github import FakeGitHub
 from tests.helpers import fixture_bytes, make_settings
@@ -120,8 +122,6 @@ async def test_the_journal_remembers_bodies_across_restarts(tmp_path: Path, stat
     original = Delivery(event="issues", delivery_id="gh-1", payload={}, body=ISSUE_OPENED, source="github-http")
     assert await run_inbox(path, process, original) == ["accepted"]
     if state_of_the_first == "failed":
-        import sqlite3
-
         with sqlite3.connect(path) as conn:
             conn.execute("UPDATE deliveries SET state = 'failed' WHERE delivery_id = 'gh-1'")
     replay = Delivery(event="issues", delivery_id="gh-2", payload={}, body=ISSUE_OPENED, source="github-http")
@@ -131,3 +131,37 @@ async def test_the_journal_remembers_bodies_across_restarts(tmp_path: Path, stat
     # GitHub's own redelivery (the same id) still re-runs a dead letter, and is a repeat of a finished one.
     assert answers[1] == ("accepted" if state_of_the_first == "failed" else "duplicate")
     assert "gh-2" not in process.ran
+
+
+async def test_a_version_3_journal_keeps_its_remembered_bodies_in_the_new_column(tmp_path: Path) -> None:
+    """Version 3 kept the digests in a table of their own; the migration carries them into `body_sha256`, so a body
+    journaled before the upgrade is still a replay under another id after it, and the old table goes."""
+    path = journal_path(tmp_path)
+    with contextlib.closing(sqlite3.connect(path)) as old:
+        old.executescript(
+            """
+            CREATE TABLE deliveries (id INTEGER PRIMARY KEY, delivery_id TEXT NOT NULL UNIQUE, event TEXT NOT NULL,
+                source TEXT NOT NULL, received_at REAL NOT NULL, state TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL DEFAULT 0,
+                updated_at REAL NOT NULL, error TEXT, action TEXT, repository TEXT,
+                started_at REAL NOT NULL DEFAULT 0, mode TEXT NOT NULL DEFAULT 'live');
+            CREATE TABLE bodies (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+            CREATE TABLE seen_bodies (sha256 TEXT PRIMARY KEY, delivery_id TEXT NOT NULL) WITHOUT ROWID;
+            INSERT INTO deliveries (delivery_id, event, source, received_at, state, updated_at, attempts)
+                VALUES ('gh-1', 'issues', 'github-http', unixepoch(), 'done', unixepoch(), 1);
+            PRAGMA user_version = 3;
+            """
+        )
+        old.execute("INSERT INTO seen_bodies VALUES (?, 'gh-1')", (hashlib.sha256(ISSUE_OPENED).hexdigest(),))
+        old.commit()
+    process = Done()
+    replay = Delivery(event="issues", delivery_id="gh-2", payload={}, body=ISSUE_OPENED, source="github-http")
+    other = issue("gh-3", number=2)
+    assert await run_inbox(path, process, replay, other) == ["duplicate", "accepted"]
+    assert process.ran == ["gh-3"]
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert not conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'seen_bodies'").fetchall()
+        assert conn.execute("SELECT body_sha256 FROM deliveries WHERE delivery_id = 'gh-1'").fetchone() == (
+            hashlib.sha256(ISSUE_OPENED).digest(),
+        )
