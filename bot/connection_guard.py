@@ -45,15 +45,20 @@ class RequestHead:
         """Count ``data``; False when the head has grown past the limit without ending."""
         if self.complete:
             return True
-        end = (self.tail + data[:3]).find(b"\r\n\r\n")
+        if self.tail:  # the blank line may straddle the previous read and this one
+            end = (self.tail + data[:3]).find(b"\r\n\r\n")
+            if end >= 0:
+                return self._ends(end + 4 - len(self.tail))
+        end = data.find(b"\r\n\r\n")
         if end >= 0:
-            head_part = end + 4 - len(self.tail)
-        else:
-            end = data.find(b"\r\n\r\n")
-            head_part = end + 4 if end >= 0 else len(data)
-        self.size += head_part
-        self.complete = end >= 0
+            return self._ends(end + 4)
+        self.size += len(data)
         self.tail = (self.tail + data[-3:])[-3:]
+        return self.size <= self.limit
+
+    def _ends(self, head_part: int) -> bool:
+        self.size += head_part
+        self.complete = True
         return self.size <= self.limit
 
     def expect_next(self) -> None:
