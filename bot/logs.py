@@ -90,6 +90,19 @@ def redact(text: str) -> str:
     return clean
 
 
+# A line's time ends with its millisecond, the same 1,000 texts over and over.
+_MILLISECONDS = [f".{millisecond:03d}Z" for millisecond in range(1000)]
+# Whether a field's name is a secret's (any case), by name: lines repeat the same few names.
+_secret_field: dict[str, bool] = {}
+
+
+def _remember_field(key: str) -> bool:
+    if len(_secret_field) >= REDACTED_CACHE_SIZE:
+        _secret_field.clear()
+    secret = _secret_field[key] = key.lower() in _SECRET_FIELDS
+    return secret
+
+
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON object; extra fields come from ``extra={"fields": {...}}``.
 
@@ -105,8 +118,10 @@ class JsonFormatter(logging.Formatter):
         second = int(record.created)
         if second != self._second:
             self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        millisecond = int(record.msecs)
+        fraction = _MILLISECONDS[millisecond] if 0 <= millisecond < 1000 else f".{millisecond:03d}Z"
         line: dict[str, Any] = {
-            "time": f"{self._second_text}.{int(record.msecs):03d}Z",
+            "time": self._second_text + fraction,
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": redact(record.getMessage()),
@@ -117,7 +132,10 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             for key, value in fields.items():
-                if key.lower() in _SECRET_FIELDS:
+                secret = _secret_field.get(key)
+                if secret is None:
+                    secret = _remember_field(key)
+                if secret:
                     line[key] = REDACTED
                 elif isinstance(value, str) and value != delivery_id:
                     line[key] = redact(value)
