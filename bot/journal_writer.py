@@ -6,6 +6,12 @@ then commit), i.e. per request. Here every write is queued as a small operation 
 from bot/journal.py); one writer task hands the whole queue to the thread and runs it as a single transaction,
 so N concurrent deliveries cost one thread hop and one fsync, and each caller awaits only its batch's commit.
 The connection lives on that thread alone.
+
+A batch of writes that need not be durable at once (a delivery's outcome: see `write`) commits with
+``synchronous=NORMAL``, i.e. without an fsync. Such a commit still survives a ``kill -9`` (its pages are in the
+operating system's cache once COMMIT returns); only a power cut or kernel crash before the next fsync can undo it,
+and the next durable commit fsyncs it along (the WAL is one file, appended in commit order; a checkpoint fsyncs the
+WAL first at either level).
 """
 
 from __future__ import annotations
@@ -38,20 +44,25 @@ class JournalWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hookbot-journal")
         self._conn: sqlite3.Connection | None = None
         self._ops: list[tuple[Operation[Any], asyncio.Future[Any]]] = []
+        self._durable = False  # whether an op queued since the last batch must be durable when its commit is done
+        self._synchronous = "FULL"  # the connection's level (connect() sets FULL)
         self._ops_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._write_loop(), name="hookbot-journal-writer")
 
-    def write(self, op: Operation[T]) -> asyncio.Future[T]:
+    def write(self, op: Operation[T], *, durable: bool = True) -> asyncio.Future[T]:
         """Queue ``op`` for the next group commit; the future holds its result (or error) once that commit is done.
 
         A future rather than a coroutine, so that a caller may also act on the commit from a callback: a request
-        cancelled while it waits must still have its committed delivery handed to a worker.
+        cancelled while it waits must still have its committed delivery handed to a worker. ``durable=False``: the
+        commit need not be fsynced when the future is done (see the module's docstring); a batch of such writes
+        alone commits without an fsync, one that holds any durable write fsyncs as always.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._ops.append((op, future))
+        self._durable = self._durable or durable
         self._ops_ready.set()
         return future
 
@@ -70,11 +81,12 @@ class JournalWriter:
             await self._ops_ready.wait()
             self._ops_ready.clear()
             batch, self._ops = self._ops, []
+            durable, self._durable = self._durable, False
             if not batch:
                 continue
             JOURNAL_BATCH.observe(len(batch))
             try:
-                results = await loop.run_in_executor(self._executor, self._apply, [op for op, _ in batch])
+                results = await loop.run_in_executor(self._executor, self._apply, [op for op, _ in batch], durable)
                 self._health.succeeded("journal")
             except Exception as exc:
                 log.exception("journal commit failed")
@@ -90,11 +102,16 @@ class JournalWriter:
 
     # -- on the journal thread -----------------------------------------------------------------------------
 
-    def _apply(self, batch: list[Operation[Any]]) -> list[Any]:
+    def _apply(self, batch: list[Operation[Any]], durable: bool = True) -> list[Any]:
         """Run a batch of operations as one transaction; one result (or error) each."""
         if self._conn is None:
             self._conn = connect(self._path)
+            self._synchronous = "FULL"
         conn = self._conn
+        synchronous = "FULL" if durable else "NORMAL"
+        if synchronous != self._synchronous:  # outside a transaction, where SQLite takes it
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
         results: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
