@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from bot.config_schema import ConfigError
@@ -94,90 +94,24 @@ class MemoryDedupeStore:
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
-    def claim_now(self, key: str, lifetime: float | None = None) -> bool:
-        """:meth:`claim` without an await: memory answers at once (see :func:`claim_all`)."""
+    async def claim(self, key: str, *, lifetime: float | None = None) -> bool:
         if self._state(key) is not None:
             return False
         self._put(key, CLAIMED, self._claim_timeout if lifetime is None else lifetime)
         return True
 
-    def mark_done_now(self, key: str) -> None:
+    async def mark_done(self, key: str) -> None:
         self._put(key, DONE, self._ttl)
 
-    def release_now(self, key: str) -> None:
+    async def release(self, key: str) -> None:
         if self._state(key) == CLAIMED:
             del self._entries[key]
-
-    async def claim(self, key: str, *, lifetime: float | None = None) -> bool:
-        return self.claim_now(key, lifetime)
-
-    async def mark_done(self, key: str) -> None:
-        self.mark_done_now(key)
-
-    async def release(self, key: str) -> None:
-        self.release_now(key)
 
     async def is_done(self, key: str) -> bool:
         return self._state(key) == DONE
 
-    def forget_now(self, key: str) -> None:
-        self._entries.pop(key, None)
-
     async def forget(self, key: str) -> None:
-        self.forget_now(key)
-
-
-async def claim_all(store: DedupeStore, keys: Sequence[str], *, lifetime: float | None = None) -> str | None:
-    """Claim every key in turn, all or nothing: None when all are claimed, else the first key already taken (the
-    keys claimed before it are released again).
-
-    A delivery claims its id and its replay keys together. The in-memory store (``hookbot serve`` without a
-    shared table) answers each at once, so it is called without an await per key: a handled delivery made eight
-    awaits on it, a few microseconds of its CPU. Any other store is called key by key, as it always was.
-    """
-    if isinstance(store, MemoryDedupeStore):
-        for index, key in enumerate(keys):
-            if not store.claim_now(key, lifetime):
-                for taken in keys[:index]:
-                    store.release_now(taken)
-                return key
-        return None
-    for index, key in enumerate(keys):
-        if not await store.claim(key, lifetime=lifetime):
-            for taken in keys[:index]:
-                await store.release(taken)
-            return key
-    return None
-
-
-async def mark_all_done(store: DedupeStore, keys: Sequence[str]) -> None:
-    """Mark every key done, in order (the in-memory store without an await per key)."""
-    if isinstance(store, MemoryDedupeStore):
-        for key in keys:
-            store.mark_done_now(key)
-        return
-    for key in keys:
-        await store.mark_done(key)
-
-
-async def forget_all(store: DedupeStore, keys: Sequence[str]) -> None:
-    """Forget every key, in order (the in-memory store without an await per key)."""
-    if isinstance(store, MemoryDedupeStore):
-        for key in keys:
-            store.forget_now(key)
-        return
-    for key in keys:
-        await store.forget(key)
-
-
-async def release_all(store: DedupeStore, keys: Sequence[str]) -> None:
-    """Give up the claim of every key, in order (the in-memory store without an await per key)."""
-    if isinstance(store, MemoryDedupeStore):
-        for key in keys:
-            store.release_now(key)
-        return
-    for key in keys:
-        await store.release(key)
+        self._entries.pop(key, None)
 
 
 class DynamoDedupeStore:

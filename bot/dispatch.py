@@ -19,7 +19,7 @@ from gidgethub import GitHubException, sansio
 
 from bot.aws import AwsClients
 from bot.context import ActionLog, StepMarks
-from bot.dedupe import DedupeStore, claim_all, forget_all, mark_all_done, release_all
+from bot.dedupe import DedupeStore
 from bot.delivery import WILDCARD, Delivery
 from bot.github import GitHubClients, is_permanent
 from bot.logs import current_delivery
@@ -184,13 +184,13 @@ class Dispatcher:
             result.outcomes = await self._run_plugins(routes, event, gh, delivery, actions, bot_login, configs)
             result.actions = actions.lines
             if result.ok:
-                await mark_all_done(self.dedupe, self._keys(delivery))
+                await self._mark_done(delivery)
                 # The per-plugin marks serve only retries of a partly failed delivery; a finished one needs none.
-                prefix = self.dedupe_key(delivery.delivery_id)
-                marks = [f"{prefix}/{outcome.handler}" for outcome in result.outcomes if outcome.status == "ok"]
+                for outcome in result.outcomes:
+                    if outcome.status == "ok":
+                        await self.dedupe.forget(f"{self.dedupe_key(delivery.delivery_id)}/{outcome.handler}")
                 if config_pushed:
-                    marks.append(f"{prefix}/{REPORT_KEY}")
-                await forget_all(self.dedupe, marks)
+                    await self.dedupe.forget(f"{self.dedupe_key(delivery.delivery_id)}/{REPORT_KEY}")
             else:
                 await self._release(delivery)
             return result
@@ -212,16 +212,25 @@ class Dispatcher:
 
         A key already taken means the same delivery is done or running, under this id or another one.
         """
+        claimed: list[str] = []
         keys = self._keys(delivery)
-        taken = await claim_all(self.dedupe, keys, lifetime=lifetime)
-        if taken is None:
-            return True
-        what = "delivery" if taken == keys[0] else "the same body under another delivery id"
-        log.info("%s already handled or in progress; skipped", what, extra={"fields": _fields(delivery)})
-        return False
+        for key in keys:
+            if not await self.dedupe.claim(key, lifetime=lifetime):
+                for taken in claimed:
+                    await self.dedupe.release(taken)
+                what = "delivery" if key == keys[0] else "the same body under another delivery id"
+                log.info("%s already handled or in progress; skipped", what, extra={"fields": _fields(delivery)})
+                return False
+            claimed.append(key)
+        return True
 
     async def _release(self, delivery: Delivery) -> None:
-        await release_all(self.dedupe, self._keys(delivery))
+        for key in self._keys(delivery):
+            await self.dedupe.release(key)
+
+    async def _mark_done(self, delivery: Delivery) -> None:
+        for key in self._keys(delivery):
+            await self.dedupe.mark_done(key)
 
     async def _repository_configs(self, gh: Any, delivery: Delivery, config_pushed: bool) -> Mapping[str, Any]:
         """Each plugin's config for the delivery's repository (.github/hookbot.yml under the server's ceiling).

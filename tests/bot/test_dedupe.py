@@ -6,19 +6,9 @@ import asyncio
 from pathlib import Path
 
 import boto3
-import pytest
 
 from bot.aws import AwsClients
-from bot.dedupe import (
-    CachedDedupeStore,
-    DedupeStore,
-    DynamoDedupeStore,
-    MemoryDedupeStore,
-    claim_all,
-    forget_all,
-    mark_all_done,
-    release_all,
-)
+from bot.dedupe import CachedDedupeStore, DynamoDedupeStore, MemoryDedupeStore
 from bot.runtime import Runtime
 from tests.fake_github import FakeGitHub
 from tests.helpers import make_settings
@@ -62,26 +52,6 @@ async def test_size_is_bounded() -> None:
         await store.mark_done(key)
     assert not await store.is_done("a")
     assert await store.is_done("d")
-
-
-def stores() -> list[DedupeStore]:
-    """The in-memory store (answered without an await per key) and a store awaited key by key (any other)."""
-    return [MemoryDedupeStore(), CachedDedupeStore(MemoryDedupeStore(), MemoryDedupeStore())]
-
-
-@pytest.mark.parametrize("store", stores(), ids=["memory", "key-by-key"])
-async def test_a_delivery_claims_its_keys_all_or_nothing(store: DedupeStore) -> None:
-    assert await claim_all(store, ["id-1", "sha256:a"]) is None
-    assert await claim_all(store, ["id-2", "sha256:a"]) == "sha256:a"  # the same body under another id
-    assert await store.claim("id-2"), "the keys claimed before the taken one are released again"
-    await release_all(store, ["id-1", "sha256:a"])
-    assert await claim_all(store, ["id-3", "sha256:a"]) is None
-    await mark_all_done(store, ["id-3", "sha256:a"])
-    assert await store.is_done("id-3") and await store.is_done("sha256:a")
-    assert await claim_all(store, ["id-1", "sha256:a"]) == "sha256:a"
-    await store.mark_done("id-3/greeter")
-    await forget_all(store, ["id-3/greeter"])
-    assert not await store.is_done("id-3/greeter")
 
 
 TABLE = "hookbot-dedupe"
