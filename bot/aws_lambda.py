@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bot.answers import Answer
     from bot.delivery import Delivery
-    from bot.ingress import Answer
     from bot.runtime import Runtime
 
 log = logging.getLogger("hookbot.lambda")
@@ -151,7 +151,7 @@ class LambdaEntry:
         if self.refusal is not None:
             log.error("event refused: %s", self.refusal)
             if isinstance(event, Mapping) and is_http_event(event):
-                from bot.ingress import Answer
+                from bot.answers import Answer
 
                 return _answer(Answer(503, {"error": self.refusal}))
             raise RecordsFailed(self.refusal)
@@ -247,7 +247,7 @@ class LambdaEntry:
 
     async def dispatch(self, delivery: Delivery) -> Answer:
         """What a Function URL does with a verified delivery: run the handlers now and answer with the outcome."""
-        from bot.ingress import dispatch_answer
+        from bot.answers import dispatch_answer
 
         result = await self.runtime.dispatcher.dispatch(delivery, claim_lifetime=claim_lifetime(self._context))
         return dispatch_answer(delivery, result)

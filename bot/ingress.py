@@ -7,10 +7,11 @@ so a check added for one door holds at all of them.
 
 The checks are pure functions (gidgethub's sansio spirit): :func:`check_github_headers` needs only headers, so
 a door runs it before it reads a body (the size from Content-Length, any Content-Encoding, the signature's
-presence and shape, the event name); :func:`github_delivery` runs every check on headers and body and returns
-the Delivery. :class:`Ingress` is the flow around them, with the effects injected: the SNS certificate fetch,
-the relay's publish, and ``accept``, which is what the door does with a verified delivery (the server journals
-it and answers 202, Lambda runs the handlers at once). Headers are any mapping looked up by lower-case name
+presence and shape, the event name); :func:`check_github_signature` checks the body's HMAC and
+:func:`parsed_delivery` makes the Delivery. :class:`Ingress` is the flow around them, with the effects injected:
+the SNS certificate fetch, the relay's publish, and ``accept``, which is what the door does with a verified
+delivery (the server journals it and answers 202, Lambda runs the handlers at once). What a door sends back is
+an :class:`~bot.answers.Answer` (bot/answers.py). Headers are any mapping looked up by lower-case name
 (aiohttp's case-insensitive one, or a dict a Lambda event's headers were lower-cased into).
 """
 
@@ -18,11 +19,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from bot.answers import Answer, ping_answer, refusal_answer, unwanted_answer
 from bot.delivery import Delivery, Refusal, Source
 from bot.github_events import event_label
 from bot.github_webhook import (
@@ -36,27 +37,16 @@ from bot.metrics import DELIVERIES
 from bot.records import frozen
 
 if TYPE_CHECKING:
-    from bot.dispatch import DispatchResult
     from bot.logs import RefusalLog
     from bot.runtime import Runtime
     from bot.sns import SnsMessage
 
-__all__ = ["Answer", "Ingress", "Policy", "Refusal", "check_github_headers", "github_delivery"]
+__all__ = ["Accept", "Ingress", "Policy", "Refusal", "check_github_headers", "check_github_signature"]
 
 log = logging.getLogger("hookbot.ingress")
 
 Headers = Mapping[str, str]
 IDENTITY_ENCODINGS = frozenset({"", "identity"})
-RETRY_AFTER_SECONDS = 5
-
-
-@frozen
-class Answer:
-    """What a door sends back: an HTTP status, a small JSON document, and any extra headers (Retry-After)."""
-
-    status: int
-    document: Mapping[str, Any]
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @frozen
@@ -121,20 +111,6 @@ def check_github_signature(headers: Headers, body: bytes, policy: Policy) -> Non
     )
 
 
-def github_delivery(
-    headers: Headers, body: bytes, *, source: Source, policy: Policy, headers_checked: bool = False
-) -> Delivery:
-    """A GitHub delivery checked in full (headers, size, HMAC, event name, payload); raises :class:`Refusal`.
-
-    ``headers_checked``: the door already ran :func:`check_github_headers` on these headers before reading the body
-    (and bounded the body while reading it), so they are not checked twice.
-    """
-    if not headers_checked:
-        check_github_headers(headers, policy, len(body))
-    check_github_signature(headers, body, policy)
-    return parsed_delivery(headers, body, source)
-
-
 def parsed_delivery(headers: Headers, body: bytes, source: Source) -> Delivery:
     return delivery_from_github(
         body,
@@ -143,60 +119,6 @@ def parsed_delivery(headers: Headers, body: bytes, source: Source) -> Delivery:
         content_type=headers.get("content-type"),
         source=source,
     )
-
-
-def refusal_answer(refusal: Refusal) -> Answer:
-    headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after is not None else {}
-    return Answer(refusal.status, {"error": refusal.reason}, headers)
-
-
-def ping_answer(delivery: Delivery) -> Answer:
-    """200 with GitHub's zen; and one log line, so a new webhook's first delivery is seen to arrive."""
-    DELIVERIES.labels("ping", "pong").inc()
-    hook = delivery.payload.get("hook")
-    fields = {
-        "delivery": delivery.delivery_id,
-        "event": "ping",
-        "repository": delivery.repository,
-        "outcome": "pong",
-        "hook": hook.get("id") if isinstance(hook, dict) else None,
-    }
-    log.info("delivery pong", extra={"fields": fields})
-    return Answer(200, {"ok": True, "zen": delivery.payload.get("zen")})
-
-
-def admission_answer(delivery: Delivery, admission: str) -> Answer:
-    """The answer for a delivery handed to a journal: 202 taken, 200 a repeat, 503 full (retry later)."""
-    label = event_label(delivery.event)
-    if admission == "busy":
-        DELIVERIES.labels(label, "refused-503").inc()
-        return Answer(503, {"error": "busy, retry later"}, {"Retry-After": str(RETRY_AFTER_SECONDS)})
-    if admission == "duplicate":
-        DELIVERIES.labels(label, "duplicate").inc()
-        fields = {"delivery": delivery.delivery_id, "event": delivery.event, "outcome": "duplicate"}
-        log.info("delivery already handled", extra={"fields": fields})
-        return Answer(200, {"delivery": delivery.delivery_id, "status": "already handled"})
-    DELIVERIES.labels(label, "accepted").inc()
-    return Answer(202, {"delivery": delivery.delivery_id, "status": "accepted"})
-
-
-def dispatch_answer(delivery: Delivery, result: DispatchResult) -> Answer:
-    """The answer for a delivery whose handlers ran before answering (Lambda): 200 done or repeat, 500 failed."""
-    label = event_label(delivery.event)
-    if result.duplicate:
-        DELIVERIES.labels(label, "duplicate").inc()
-        return Answer(200, {"delivery": delivery.delivery_id, "status": "already handled"})
-    if not result.ok:
-        DELIVERIES.labels(label, "failed").inc()
-        failed = [outcome.handler for outcome in result.outcomes if outcome.status == "failed"]
-        return Answer(500, {"delivery": delivery.delivery_id, "status": "failed", "handlers": failed})
-    DELIVERIES.labels(label, "handled").inc()
-    return Answer(200, {"delivery": delivery.delivery_id, "status": "handled", "actions": result.actions})
-
-
-def unwanted_answer(event: str, delivery_id: str) -> Answer:
-    DELIVERIES.labels(event_label(event), "unwanted").inc()
-    return Answer(200, {"delivery": delivery_id, "status": "no plugin wants it"})
 
 
 Accept = Callable[[Delivery], Awaitable[Answer]]

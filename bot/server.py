@@ -17,13 +17,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import __version__
+from bot.answers import RETRY_AFTER_SECONDS, Answer, admission_answer
 from bot.body_budget import BodyBudget, answer_and_close
 from bot.body_budget import read_body as read_bounded_body
 from bot.connection_guard import no_route, tracking_busy_connections
 from bot.delivery import Delivery, Refusal
 from bot.dispatch import DispatchResult
 from bot.inbox import Inbox, JournalInbox, Processor, journal_path
-from bot.ingress import RETRY_AFTER_SECONDS, Accept, Answer, Ingress, admission_answer
+from bot.ingress import Accept, Ingress
 from bot.logs import RefusalLog
 from bot.metrics import HANDLER_SECONDS, INBOX_PENDING, REGISTRY
 from bot.runtime import Runtime

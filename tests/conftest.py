@@ -31,22 +31,30 @@ async def fake_github(aiohttp_server: Callable[..., object]) -> AsyncIterator[tu
     yield fake, str(server.make_url("")).rstrip("/")
 
 
+HANDED_OUT: set[int] = set()  # every port free_port gave in this session: never given twice
+
+
 def free_port() -> int:
     """A loopback port free now, and below the kernel's ephemeral range.
 
     Tests kill a server and restart it on the same port; a port from the ephemeral range (what binding port 0
     gives) can meanwhile be handed to any outgoing connection on the machine, and the restart then fails with
-    "Address already in use". Ports below that range are only ever taken by an explicit bind.
+    "Address already in use". Ports below that range are only ever taken by an explicit bind. No port is handed out
+    twice in a session: two servers made before either binds (a crash test's restart, prepared in advance) must not
+    get the same one.
     """
     low = ephemeral_range_start()
     for _ in range(200):
         port = random.randrange(max(1024, low - 12_000), low)
+        if port in HANDED_OUT:  # free now, but perhaps promised to a server of this session that has not bound it yet
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        HANDED_OUT.add(port)
+        return port
     with socket.socket() as sock:  # a crowded machine: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
