@@ -10,7 +10,17 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bot.logs import REDACTED, JsonFormatter, RefusalLog, current_delivery, may_hold_secret, redact, register_secret
+from bot.logs import (
+    _SECRET_HINT,
+    _SECRET_PATTERN,
+    REDACTED,
+    JsonFormatter,
+    RefusalLog,
+    current_delivery,
+    may_hold_secret,
+    redact,
+    register_secret,
+)
 from bot.runtime import Runtime
 from tests.helpers import make_settings
 
@@ -126,3 +136,17 @@ def test_every_character_the_case_insensitive_words_match_lowers_to_their_letter
     matched = set(re.findall("(?i:[tokenbar])", "".join(map(chr, range(sys.maxunicode + 1)))))
     assert "\u212a" in matched  # KELVIN SIGN, as a k
     assert {char.lower() for char in matched} == set("tokenbar")
+
+
+def test_the_scan_before_the_secret_pattern_knows_each_of_its_branches() -> None:
+    """may_hold_secret looks for the literal start of each branch of the pattern below; a branch added to the
+    pattern (or to CREDENTIAL_PATTERN) needs its start in bot.logs._SECRET_HINT too, or lines holding it would skip
+    the pattern. This pins the pattern so that such a change comes here."""
+    assert _SECRET_PATTERN.pattern == (
+        r"gh[pousr]_[A-Za-z0-9_-]{16,}(?:\.[A-Za-z0-9_-]+)*|github_pat_[A-Za-z0-9_]{16,}"
+        r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"
+        r"|-----BEGIN[A-Z ]* PRIVATE KEY-----(?:.*?-----END[A-Z ]* PRIVATE KEY-----|.*)"
+        r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"
+        r"|(?i:\b(?:token|bearer)\s+)[A-Za-z0-9_.=-]{16,}"
+    )
+    assert _SECRET_HINT.pattern == r"gh[pousr]_|github_pat_|AKIA|ASIA|-----BEGIN|eyJ"
