@@ -116,7 +116,7 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
         goal_text = f">= {goal} ({verdict(ratios[name] >= goal)})" if goal is not None else ""
         lines.append(
             f"| {name}: {description} | {workload} | {row['requests_per_s']:.0f} | {row['effective_per_s']:.0f} | "
-            f"{row['cpu_us_per_request']:.0f} | **{ratios.get(name, float('nan')):.2f}** | {goal_text} | "
+            f"{row['cpu_us_per_request']:.1f} | **{ratios.get(name, float('nan')):.3f}** | {goal_text} | "
             f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['non_2xx']:.0f} (+{row['socket_errors']:.0f}) | "
             f"{row['rss_mib']:.1f} |"
         )
@@ -133,7 +133,7 @@ def render(config: dict[str, Any], info: dict[str, Any], rounds: list[Round], su
         "| goal | figure | |",
         "|---|---|---|",
         *(
-            f"| {name}: ratio >= {GOALS[name]} | {ratios[name]:.2f} (per round {summary['cpu_ratio_per_round'][name]}) "
+            f"| {name}: ratio >= {GOALS[name]} | {ratios[name]:.3f} (per round {summary['cpu_ratio_per_round'][name]}) "
             f"| {verdict(ratios[name] >= GOALS[name])} |"
             for name in hookbot_names
         ),
