@@ -253,8 +253,8 @@ class GitHubSettings:
     bot_login: str | None = None
     hooks: tuple[str, ...] = ()
     redeliver_every: float | None = None  # seconds; from "10m" style text
-    # How long one GitHub API request may take before the client gives up. After a crash, a delivery that was
-    # running waits this long from its attempt's start, so whatever it had in flight has landed or failed.
+    # How long one GitHub API request may take before the client gives up. After a crash, a delivery that had begun
+    # a write waits this long from its start mark (bot/effects.py), so whatever it had in flight has landed or failed.
     request_timeout_seconds: float = 30.0
 
     @property
