@@ -13,6 +13,7 @@ import gzip
 import json
 import logging
 import resource
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -423,6 +424,33 @@ async def test_the_head_limit_holds_after_a_request_no_route_takes(
                 writer.write(b"X-Pad-%d: %s\r\n" % (n, b"a" * 8000))
             await asyncio.wait_for(writer.drain(), timeout=10)
         assert await closed_by_server(reader, timeout=30)
+        writer.close()
+    finally:
+        assert await server.stop() == 0
+
+
+async def test_a_body_sent_to_no_route_is_dropped_and_its_connection_closed_in_bounded_time(
+    tmp_path: Path, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    """An unauthenticated client posting an endless body to a path no route takes gets its 404 at once; the rest of
+    the body is dropped unbuffered for aiohttp's lingering time (10 s), then the connection closes, however long the
+    client goes on sending and whatever idle timeout is set."""
+    _, url = fake_github
+    server = Server(tmp_path, url, "[server]\nidle_timeout_seconds = 120\n")
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 20000000\r\n\r\n" + b"a" * 65536)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        assert head.startswith(b"HTTP/1.1 404")
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            while time.monotonic() - started < 60:  # keeps sending until the server closes
+                writer.write(b"a" * 65536)
+                await asyncio.wait_for(writer.drain(), timeout=10)
+                await asyncio.sleep(0.05)
+        assert time.monotonic() - started < 30
+        assert await closed_by_server(reader, timeout=5)
         writer.close()
     finally:
         assert await server.stop() == 0
