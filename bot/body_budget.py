@@ -125,8 +125,7 @@ async def read_body(request: web.BaseRequest, budget: BodyBudget, *, max_bytes: 
         # The whole body came with the head (a delivery of a few KiB usually does) and aiohttp has it buffered
         # already: there is nothing to wait for or to count while waiting.
         body = content.read_nowait()
-        if len(body) > max_bytes:
-            raise Refusal(413, f"body is over the {max_bytes} byte limit")
+        check_size(len(body), max_bytes)
         return body
 
     def evict(refusal: Refusal) -> None:
@@ -139,8 +138,7 @@ async def read_body(request: web.BaseRequest, budget: BodyBudget, *, max_bytes: 
         async with asyncio.timeout(deadline):
             while chunk := await content.readany():
                 received += len(chunk)
-                if received > max_bytes:
-                    raise Refusal(413, f"body is over the {max_bytes} byte limit")
+                check_size(received, max_bytes)
                 reservation.take(len(chunk))
                 chunks.append(chunk)
     except TimeoutError:
@@ -154,6 +152,12 @@ async def read_body(request: web.BaseRequest, budget: BodyBudget, *, max_bytes: 
     finally:
         reservation.release()
     return b"".join(chunks)
+
+
+def check_size(received: int, max_bytes: int) -> None:
+    """413 once the bytes received pass ``max_bytes`` (a body sent without a Content-Length, or a false one)."""
+    if received > max_bytes:
+        raise Refusal(413, f"body is over the {max_bytes} byte limit")
 
 
 async def answer_and_close(request: web.BaseRequest, response: Answer) -> Answer:

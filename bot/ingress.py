@@ -162,7 +162,8 @@ class Ingress:
         self.accept = accept
         self.refusals = refusals
         self.unwanted = UnwantedLog()
-        self._policy: tuple[tuple[object, object], Policy] | None = None
+        self._policy = Policy.of(runtime)
+        self._policy_made_for = (runtime.settings, runtime.secrets)
 
     async def take(self, delivery: Delivery) -> Answer:
         """A verified delivery: accepted (``accept``), or, when no loaded plugin wants it, answered 200 at once,
@@ -192,10 +193,11 @@ class Ingress:
     def policy(self) -> Policy:
         """The runtime's checks, made again only when its settings or secrets are replaced (tests do so)."""
         runtime = self.runtime
-        made_for = (runtime.settings, runtime.secrets)
-        if self._policy is None or self._policy[0][0] is not made_for[0] or self._policy[0][1] is not made_for[1]:
-            self._policy = (made_for, Policy.of(runtime))
-        return self._policy[1]
+        settings, secrets = self._policy_made_for
+        if runtime.settings is not settings or runtime.secrets is not secrets:
+            self._policy = Policy.of(runtime)
+            self._policy_made_for = (runtime.settings, runtime.secrets)
+        return self._policy
 
     def refuse(self, refusal: Refusal, headers: Headers, remote: str | None = None) -> Answer:
         """One rate-limited log line and a short answer for every refusal at any door.
